@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# ldm_course's one entry point.
+#   ./course.sh run     set up, then execute every chapter headless, in order -> _course/ (notebooks + HTML)
+#   ./course.sh test    set up, then run the tests (every notebook through nbdev's runner, plus repo checks)
+#   ./course.sh setup   only set up: .venv/ with the pinned packages, the package itself, the data
+#   ./course.sh readme  regenerate README.md from nbs/index.ipynb
+# Environment: PYTHON (interpreter for the venv, default python3), LDM_QUICK=1/0 (force quick/full size),
+# LDM_TEST_FLAGS="slow gpu" (also run cells flagged so under tests).
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=$ROOT/.venv
+PY=${PYTHON:-python3}
+
+log() { printf '\033[1m[course] %s\033[0m\n' "$*" >&2; }
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v -e 'is ignored: it is neither a file nor a directory' -e '^\s*$' || true; }; return "${PIPESTATUS[0]}"; }
+
+setup() {
+  local t0=$SECONDS
+  command -v "$PY" >/dev/null || { echo "error: $PY not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2; exit 1; }
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: Python 3.10+ is required, $PY is $("$PY" --version 2>&1)" >&2; exit 1; }
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating the virtual environment in .venv/"
+    "$PY" -m venv "$VENV"
+  fi
+  local stamp; stamp=$(cat constraints.txt settings.ini setup.py | sha256sum | cut -c1-16)
+  if [ "$(cat "$VENV/.ldm-setup-stamp" 2>/dev/null)" != "$stamp" ]; then
+    log "installing the pinned packages (constraints.txt) and ldm_course itself; the first time takes a few minutes"
+    quiet_pip install -q --upgrade pip setuptools wheel
+    quiet_pip install -q -c constraints.txt -e '.[dev]'
+    echo "$stamp" > "$VENV/.ldm-setup-stamp"
+  fi
+  get_data
+  log "setup done in $((SECONDS - t0)) s: $("$VENV/bin/python" -c 'from ldm_course.core import run_info; print(run_info())')"
+}
+
+get_data() {
+  # Fashion-MNIST: Debian's package where apt is available, else the loader's torchvision download (needs internet).
+  if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -d "$HOME/.cache/ldm_course/fashion-mnist/FashionMNIST/raw" ]; then return 0; fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; } || true
+  if command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || [ -n "$sudo" ]; }; then
+    log "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+    $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; } || true
+  fi
+  if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    log "Fashion-MNIST: trying torchvision's download into ~/.cache/ldm_course"
+    "$VENV/bin/python" -c 'from ldm_course.data import fashion_mnist_dir; print(fashion_mnist_dir())'
+  fi
+}
+
+chapters() { ls nbs/[0-9][0-9]_*.ipynb; }
+
+run() {
+  setup
+  local out=$ROOT/_course t_all=$SECONDS
+  mkdir -p "$out/notebooks" "$out/html"
+  export LDM_RUNS=${LDM_RUNS:-$ROOT/_runs}
+  log "executing the chapters ($("$VENV/bin/python" -c 'from ldm_course.core import is_quick; print("quick size" if is_quick() else "full size")')); outputs in _course/, checkpoints in $LDM_RUNS"
+  for nb in nbs/index.ipynb $(chapters); do
+    local name t0=$SECONDS; name=$(basename "$nb" .ipynb)
+    "$VENV/bin/jupyter" nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
+      --output-dir "$out/notebooks" "$nb" 2>&1 | { grep -v -e '^\[NbConvertApp\] Converting' -e 'Writing' || true; }
+    "$VENV/bin/jupyter" nbconvert --to html --output-dir "$out/html" "$out/notebooks/$name.ipynb" >/dev/null 2>&1
+    printf '%-28s %6d s\n' "$name" $((SECONDS - t0)) | tee -a "$out/times.txt"
+  done
+  log "all chapters executed in $((SECONDS - t_all)) s; open _course/html/index.html"
+}
+
+test_() {
+  setup
+  log "running the tests"
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+  "$VENV/bin/python" -m pytest tests "$@"
+}
+
+readme() {
+  [ -x "$VENV/bin/jupyter" ] || setup
+  "$VENV/bin/python" tests/readme.py --write
+}
+
+case "${1:-}" in
+  run) shift; run "$@" ;;
+  test) shift; test_ "$@" ;;
+  setup) setup ;;
+  readme) readme ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,42 @@
+"Repository checks: the package is what the notebooks export, notebooks are clean, README.md is generated from index."
+import filecmp, shutil, subprocess, sys
+from pathlib import Path
+import pytest
+sys.path.insert(0, str(Path(__file__).parent))
+import readme
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+@pytest.fixture
+def copy_of_repo(tmp_path):
+    for name in ('settings.ini', 'nbs', 'ldm_course'):
+        src = ROOT/name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path/name)
+    return tmp_path
+
+def _differences(a: Path, b: Path, pattern: str) -> list[str]:
+    fa = {p.relative_to(a) for p in a.rglob(pattern) if '.ipynb_checkpoints' not in p.parts}
+    fb = {p.relative_to(b) for p in b.rglob(pattern) if '.ipynb_checkpoints' not in p.parts}
+    return sorted(str(p) for p in fa ^ fb) + sorted(str(p) for p in fa & fb if not filecmp.cmp(a/p, b/p, shallow=False))
+
+def test_package_matches_notebooks(copy_of_repo):
+    "ldm_course/ must be exactly what `nbdev_export` writes from the notebooks."
+    subprocess.run([BIN/'nbdev_export'], cwd=copy_of_repo, check=True, capture_output=True)
+    diff = _differences(ROOT/'ldm_course', copy_of_repo/'ldm_course', '*.py')
+    assert not diff, f'ldm_course/ is out of sync with nbs/ (run nbdev_export): {diff}'
+
+def test_notebooks_are_clean(copy_of_repo):
+    "Notebooks must be unchanged by `nbdev_clean` (no execution counts, no stray metadata)."
+    subprocess.run([BIN/'nbdev_clean'], cwd=copy_of_repo, check=True, capture_output=True)
+    diff = _differences(ROOT/'nbs', copy_of_repo/'nbs', '*.ipynb')
+    assert not diff, f'notebooks change under nbdev_clean (run nbdev_clean): {diff}'
+
+def test_readme_is_generated_from_index():
+    assert (ROOT/'README.md').read_text(encoding='utf-8') == readme.render(), \
+        'README.md is out of date with nbs/index.ipynb: run ./course.sh readme'
+
+def test_checks_can_fail(copy_of_repo):
+    "The sync check really detects a difference (guards against a check that cannot fail)."
+    (copy_of_repo/'ldm_course'/'core.py').write_text('# edited by hand\n')
+    assert 'core.py' in _differences(ROOT/'ldm_course', copy_of_repo/'ldm_course', '*.py')
