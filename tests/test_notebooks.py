@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 import pytest
 from nbdev.config import get_config
-from nbdev.test import test_nb
+from nbdev.test import test_nb as run_notebook
 from conftest import NB_TIMES
 
 NBS = Path(__file__).resolve().parents[1]/'nbs'
@@ -16,6 +16,6 @@ def test_chapters_exist():
 def test_notebook(nb):
     skip = get_config().tst_flags.split()
     force = os.environ.get('LDM_TEST_FLAGS', '').split()
-    ok, secs = test_nb(nb, skip_flags=skip, force_flags=force)
+    ok, secs = run_notebook(nb, skip_flags=skip, force_flags=force)
     NB_TIMES[nb.stem] = secs
     assert ok, f'{nb.name} failed (traceback above)'
