@@ -60,7 +60,7 @@ run() {
   for nb in nbs/index.ipynb $(chapters); do
     local name t0=$SECONDS; name=$(basename "$nb" .ipynb)
     "$VENV/bin/jupyter" nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
-      --output-dir "$out/notebooks" "$nb" 2>&1 | { grep -v -e '^\[NbConvertApp\] Converting' -e 'Writing' || true; }
+      --output-dir "$out/notebooks" "$nb" 2>&1 | { grep -v -e 'NbConvertApp' -e 'Kernel is running over TCP' || true; }
     "$VENV/bin/jupyter" nbconvert --to html --output-dir "$out/html" "$out/notebooks/$name.ipynb" >/dev/null 2>&1
     printf '%-28s %6d s\n' "$name" $((SECONDS - t0)) | tee -a "$out/times.txt"
   done

@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 import pytest
+import torch
 from nbdev.config import get_config
 from nbdev.test import test_nb as run_notebook
 from conftest import NB_TIMES
@@ -16,6 +17,7 @@ def test_chapters_exist():
 def test_notebook(nb):
     skip = get_config().tst_flags.split()
     force = os.environ.get('LDM_TEST_FLAGS', '').split()
+    torch.set_grad_enabled(True)   # notebooks share this process: start each as a fresh kernel would
     ok, secs = run_notebook(nb, skip_flags=skip, force_flags=force)
     NB_TIMES[nb.stem] = secs
     assert ok, f'{nb.name} failed (traceback above)'
