@@ -84,7 +84,7 @@ class Evaluator:
         self.image_shape = tuple(reference.shape[1:])
         self.ref_feats = self.features(reference)
         self.ref_stats = feature_stats(self.ref_feats)
-        self.real_pool = real_pool
+        self.real_pool, self._floors = real_pool, {}
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4: raise ValueError(f"expected images (N, C, H, W), got {tuple(images.shape)}")
@@ -98,7 +98,8 @@ class Evaluator:
     def reals_fid(self, n: int) -> float:
         "FID of n real training images against the reference: the floor at this n."
         if n > len(self.real_pool): raise ValueError(f"n={n}: only {len(self.real_pool)} real images in the pool")
-        return self.fid(self.real_pool[:n])
+        if n not in self._floors: self._floors[n] = self.fid(self.real_pool[:n])   # the same for every evaluation at this n
+        return self._floors[n]
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         "How often the classifier sees the class the images were generated for."
