@@ -35,18 +35,25 @@ setup() {
 }
 
 get_data() {
-  # Fashion-MNIST: Debian's package where apt is available, else the loader's torchvision download (needs internet).
-  if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -d "$HOME/.cache/ldm_course/fashion-mnist/FashionMNIST/raw" ]; then return 0; fi
-  local sudo=""
-  [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; } || true
-  if command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || [ -n "$sudo" ]; }; then
-    log "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
-    $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; } || true
+  # Offline data from Debian packages where apt is available: Fashion-MNIST (dataset-fashion-mnist) and the colour
+  # emoji font (fonts-noto-color-emoji). Without apt, Fashion-MNIST falls back to torchvision's download (internet).
+  local fm=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz font=/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+  local want=""
+  [ -f $fm ] || [ -d "$HOME/.cache/ldm_course/fashion-mnist/FashionMNIST/raw" ] || want="$want dataset-fashion-mnist"
+  [ -f $font ] || [ -n "${LDM_EMOJI_FONT:-}" ] || want="$want fonts-noto-color-emoji"
+  if [ -n "$want" ]; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; } || true
+    if command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || [ -n "$sudo" ]; }; then
+      log "installing Debian packages:$want"
+      $sudo apt-get install -y -q $want >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q $want >/dev/null; } || true
+    fi
   fi
-  if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if [ ! -f $fm ]; then
     log "Fashion-MNIST: trying torchvision's download into ~/.cache/ldm_course"
     "$VENV/bin/python" -c 'from ldm_course.data import fashion_mnist_dir; print(fashion_mnist_dir())'
   fi
+  [ -f $font ] || [ -n "${LDM_EMOJI_FONT:-}" ] || log "WARNING: no colour emoji font: install fonts-noto-color-emoji or set LDM_EMOJI_FONT (the emoji chapter needs it)"
 }
 
 chapters() { ls nbs/[0-9][0-9]_*.ipynb; }

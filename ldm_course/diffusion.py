@@ -50,14 +50,14 @@ class DiffusionConfig(Config):
         return NoiseScheduler(self.num_train_timesteps, self.beta_schedule, rescale_zero_snr=self.rescale_zero_snr)
 
 def diffusion_loss(model: nn.Module, x0: torch.Tensor, dc: DiffusionConfig, sched: NoiseScheduler | None = None,
-                   class_labels: torch.Tensor | None = None, generator: torch.Generator | None = None):
-    "Min-SNR-weighted MSE between the model output and the `dc.prediction_type` target at random t. Returns (loss, logs)."
+                   class_labels: torch.Tensor | None = None, generator: torch.Generator | None = None, **cond):
+    "Min-SNR-weighted MSE between the model output and the `dc.prediction_type` target at random t. Returns (loss, logs).\n\n    `class_labels` and any further conditions in `cond` (e.g. `context`, `context_mask`) are passed to the model."
     sched = sched or dc.scheduler()
     t = sched.sample_timesteps(len(x0), generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     if dc.offset_noise: noise = noise + dc.offset_noise * torch.randn(*x0.shape[:2], *[1] * (x0.ndim - 2), generator=generator).to(x0)
     xt = sched.add_noise(x0, noise, t)
-    out = model(xt, t, class_labels=class_labels)
+    out = model(xt, t, class_labels=class_labels, **cond)
     per_sample = ((out.float() - sched.target(x0, noise, t, dc.prediction_type).float()) ** 2).mean(tuple(range(1, x0.ndim)))
     w = min_snr_weight(sched.snr(t.cpu()), dc.min_snr_gamma, dc.prediction_type).to(x0.device)
     return (w * per_sample).mean(), {'mse': per_sample.mean().detach()}
@@ -66,9 +66,20 @@ def diffusion_loss(model: nn.Module, x0: torch.Tensor, dc: DiffusionConfig, sche
 @torch.no_grad()
 def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp_2m', steps: int = 25,
              generator: torch.Generator | None = None, vae: nn.Module | None = None, scale: float = 1.0,
-             class_labels: torch.Tensor | None = None, callback=None, batch_size: int = 500, **sampler_kw) -> torch.Tensor:
-    "Sample n latents with a named sampler; decoded to images in [-1, 1] when a `vae` is given."
+             class_labels: torch.Tensor | None = None, callback=None, batch_size: int = 500,
+             cond: dict | None = None, guide=None, **sampler_kw) -> torch.Tensor:
+    """Sample n latents with a named sampler; decoded to images in [-1, 1] when a `vae` is given.
+
+    Conditions are per-sample tensors: `class_labels` (n,) and/or `cond` (a dict of model keyword arguments, each with
+    n rows, e.g. `context`, `context_mask`); they are sliced per batch like the noise. `guide(unet, cond_batch)`
+    returns the `model_fn(x, t)` the sampler calls (default: the plain conditional model; chapter 13 passes
+    classifier-free guidance)."""
     if n < 1: raise ValueError(f"n={n}: expected at least one sample")
+    cond = dict(cond or {})
+    if class_labels is not None: cond['class_labels'] = class_labels
+    for k, v in cond.items():
+        if len(v) != n: raise ValueError(f"generate: condition {k!r} has {len(v)} rows, expected one per sample (n={n})")
+    guide = guide or (lambda unet, c: (lambda x, t: unet(x, t, **c)))
     sample_fn, sched, cfg = get_sampler(sampler), dc.scheduler(), unet.config
     dev = next(unet.parameters()).device
     unet.eval()
@@ -76,8 +87,7 @@ def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
         x_T = torch.randn(b, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=generator).to(dev)
-        cl = None if class_labels is None else class_labels[i:i + b].to(dev)
-        fn = lambda x, t, cl=cl: unet(x, t, class_labels=cl)
+        fn = guide(unet, {k: v[i:i + b].to(dev) for k, v in cond.items()})
         z = sample_fn(fn, x_T, sched, steps, prediction_type=dc.prediction_type, generator=generator,
                       callback=callback if i == 0 else None, **sampler_kw)
         outs.append(vae.decode(z / scale).clamp(-1, 1) if vae is not None else z)

@@ -154,12 +154,13 @@ class UNetConfig(Config):
 # %% ../nbs/08_unet.ipynb #f1c46a2f
 class UNet(nn.Module):
     "U-Net denoiser: `model(x, t, class_labels=None, context=None, context_mask=None)` -> tensor shaped like x."
+    supports_context = False     # subclasses whose `attention_block` adds cross-attention set this to True
     def __init__(self, config: UNetConfig | None = None, **kw):
         super().__init__()
         cfg = (config or UNetConfig()).replace(**kw) if kw else (config or UNetConfig())
-        if cfg.context_dim is not None:
-            raise NotImplementedError("UNetConfig.context_dim is reserved for the cross-attention U-Net of the text-conditioning "
-                                      "chapter; this UNet has self-attention only (use context_dim=None)")
+        if cfg.context_dim is not None and not self.supports_context:
+            raise ValueError(f"{type(self).__name__} has self-attention only: context_dim={cfg.context_dim} needs the "
+                             "cross-attention U-Net of the text chapter (ldm_course.crossattn.TextUNet); use context_dim=None")
         self.config = cfg
         ch0, G = cfg.base_channels, cfg.norm_groups
         emb_dim = 4 * ch0
