@@ -77,8 +77,12 @@ run() {
 test_() {
   setup
   log "running the tests"
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
-  "$VENV/bin/python" -m pytest tests "$@"
+  # notebooks run in parallel pytest-xdist workers (chapters that share checkpoints stay together on one worker);
+  # the cores are split between the workers so their threads don't fight
+  local cores workers; cores=$(nproc); workers=${LDM_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}
+  log "$workers test workers, OMP_NUM_THREADS=$OMP_NUM_THREADS"
+  "$VENV/bin/python" -m pytest tests -n "$workers" --dist loadgroup "$@"
 }
 
 readme() {

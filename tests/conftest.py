@@ -1,11 +1,9 @@
-import os, time
+import os
 import pytest
-
-NB_TIMES: dict[str, float] = {}
 
 @pytest.fixture(scope='session', autouse=True)
 def fresh_runs_dir(tmp_path_factory):
-    "Every test session trains from scratch: checkpoints go to a fresh folder, never a stale one."
+    "Every test session (every xdist worker) trains from scratch: checkpoints go to a fresh folder, never a stale one."
     old = os.environ.get('LDM_RUNS')
     os.environ['LDM_RUNS'] = str(tmp_path_factory.mktemp('runs'))
     yield
@@ -13,8 +11,15 @@ def fresh_runs_dir(tmp_path_factory):
     else: os.environ['LDM_RUNS'] = old
 
 def pytest_terminal_summary(terminalreporter):
-    if not NB_TIMES: return
-    tr = terminalreporter
+    "Time of each notebook (recorded by the test on whichever worker ran it)."
+    tr, times = terminalreporter, {}
+    for rep in tr.stats.get('passed', []) + tr.stats.get('failed', []):
+        if rep.when != 'call': continue
+        for k, v in getattr(rep, 'user_properties', []):
+            if k == 'notebook_seconds':
+                worker = getattr(getattr(getattr(rep, 'node', None), 'gateway', None), 'id', '')
+                times[rep.nodeid.split('[')[-1].rstrip(']')] = (v, worker)
+    if not times: return
     tr.section('time per notebook')
-    for name, t in NB_TIMES.items(): tr.write_line(f'{name:<28} {t:7.1f} s')
-    tr.write_line(f'{"all notebooks":<28} {sum(NB_TIMES.values()):7.1f} s')
+    for name, (t, w) in sorted(times.items()): tr.write_line(f'{name:<28} {t:7.1f} s  {w}')
+    tr.write_line(f'{"all notebooks (sum)":<28} {sum(t for t, _ in times.values()):7.1f} s')
