@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_diffusion.ipynb #d0c14819
 from __future__ import annotations
-import dataclasses
+import dataclasses, functools
 import torch
 from torch import nn
 from .core import Config, pick, runs_dir, default_device
@@ -101,20 +101,20 @@ class DenoiserTrainConfig(TrainConfig, DiffusionConfig):
     sample_latents: bool = True       # a fresh z ~ q(z|x) each time (True) or the posterior mean
     vae_fingerprint: str = ''         # the VAE whose latents these are (set by `pretrained_denoiser`)
 
-def latent_data(limit: int | None, split: str = 'train', verbose: bool = False):
-    "(vae, cache path, scale factor) for a split's latents; measures and stores the scale factor if missing."
+def latent_data(limit: int | None, split: str = 'train', verbose: bool = False, vae: nn.Module | None = None):
+    "(vae, cache path, scale factor) for a split's latents; measures and stores the scale factor if missing. `vae`: the one in runs_dir('vae') (default: `pretrained_vae()`)."
     from ldm_course.vae import pretrained_vae
     from ldm_course.latents import cached_latents, latent_stats, store_scale_factor, vae_scale_factor
-    vae = pretrained_vae(verbose=verbose)
+    vae = vae if vae is not None else pretrained_vae(verbose=verbose)
     path = cached_latents(split, vae, limit=limit, verbose=verbose)
     try: scale = vae_scale_factor()
     except KeyError: scale = store_scale_factor(latent_stats(cached_latents('train', vae, limit=limit, verbose=verbose)))['scale_factor']
     return vae, path, scale
 
-def train_denoiser(model: UNet, tc: DenoiserTrainConfig, run_dir, callbacks=()) -> Trainer:
-    "Train the U-Net on scaled cached latents with the course's Trainer."
+def train_denoiser(model: UNet, tc: DenoiserTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
+    "Train the U-Net on scaled cached latents (of `vae`, default the course VAE) with the course's Trainer."
     from ldm_course.latents import LatentDataset
-    _, path, scale = latent_data(tc.limit)
+    _, path, scale = latent_data(tc.limit, vae=vae)
     dl = DataLoader(LatentDataset(path, sample=tc.sample_latents, scale=scale), tc.batch_size, shuffle=True, drop_last=True)
     sched = tc.scheduler()
     loss_fn = lambda m, batch: diffusion_loss(m, batch[0], tc, sched)
@@ -131,13 +131,15 @@ def denoiser_configs() -> tuple[UNetConfig, DenoiserTrainConfig]:
     return unet_config(), tc
 
 def pretrained_denoiser(model_config: UNetConfig | None = None, train_config: DenoiserTrainConfig | None = None,
-                        ema: bool = True, verbose: bool = True) -> UNet:
-    "The course's latent denoiser: loaded from runs_dir('denoiser') if trained with these configs on this VAE, else trained now."
+                        ema: bool = True, verbose: bool = True, vae: nn.Module | None = None) -> UNet:
+    "The course's latent denoiser: loaded from runs_dir('denoiser') if trained with these configs on this VAE (default the course VAE), else trained now."
     from ldm_course.latents import vae_fingerprint
     from ldm_course.vae import pretrained_vae
     mc, tc = denoiser_configs()
-    tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(pretrained_vae(verbose=False)))
-    return load_or_train('denoiser', model_config or mc, UNet, train_denoiser, tc, ema=ema, verbose=verbose).requires_grad_(False)
+    vae = vae if vae is not None else pretrained_vae(verbose=False)
+    tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))
+    return load_or_train('denoiser', model_config or mc, UNet, functools.partial(train_denoiser, vae=vae), tc, ema=ema,
+                         verbose=verbose).requires_grad_(False)
 
 # %% ../nbs/10_diffusion.ipynb #9e0e0412
 @torch.no_grad()
