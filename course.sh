@@ -77,12 +77,12 @@ run() {
 test_() {
   setup
   log "running the tests"
-  # notebooks run in parallel pytest-xdist workers (chapters that share checkpoints stay together on one worker);
+  # notebooks run in parallel pytest-xdist workers (one test file per worker: chapters that share checkpoints are in the same file);
   # the cores are split between the workers so their threads don't fight
   local cores workers; cores=$(nproc); workers=${LDM_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}
   log "$workers test workers, OMP_NUM_THREADS=$OMP_NUM_THREADS"
-  "$VENV/bin/python" -m pytest tests -n "$workers" --dist loadgroup "$@"
+  "$VENV/bin/python" -m pytest tests -n "$workers" --dist loadfile "$@"
 }
 
 readme() {
