@@ -632,7 +632,9 @@ def load_or_train(name: str, model_config: Config, build_model: Callable, train_
         stale = ck.with_name('checkpoint.stale.safetensors'); os.replace(ck, stale)
         (d/METRICS_NAME).unlink(missing_ok=True)
         if verbose: print(f"{name}: existing checkpoint not usable ({status[10:][:300]}); moved to {stale.name}, retraining")
-    elif verbose: print(f"{name}: {'resuming' if status == 'unfinished' else 'no checkpoint, training'} in {d}")
+    else:
+        if status == 'missing': (d/METRICS_NAME).unlink(missing_ok=True)   # rows of a run killed before its first checkpoint
+        if verbose: print(f"{name}: {'resuming' if status == 'unfinished' else 'no checkpoint, training'} in {d}")
     t0 = time.time()
     train_fn(model, train_config, d)
     if verbose: print(f"{name}: trained in {time.time() - t0:.1f}s")
