@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader, Dataset
 from .core import Config, pick, runs_dir, default_device
 from .unet import UNet, UNetConfig, unet_config, norm_layer, zero_module
 from .training import Trainer, load_or_train, CKPT_NAME
-from .diffusion import DenoiserTrainConfig, diffusion_loss, generate
+from .diffusion import DenoiserTrainConfig, diffusion_loss, generate, latent_loader
 from .guidance import CFG, drop_conditions
 from .text import TextEncoder, TextEmbeddings, cache_embeddings
-from .latents import encode_dataset, read_latents, vae_fingerprint, LatentDataset, latent_stats, store_scale_factor, vae_scale_factor
+from .latents import encode_dataset, read_latents, vae_fingerprint, latent_stats, store_scale_factor, vae_scale_factor
 from .vae import AutoencoderKL, VAEConfig, VAETrainConfig, vae_loss_fn, evaluate_vae
 from .shapes import ShapesDataset, caption_for, combinations, attribute_accuracy
 
@@ -237,7 +237,7 @@ def train_text_denoiser(model: TextUNet, tc: TextToImageTrainConfig, run_dir, ca
     _, path, scale, cache, rows, null = text_to_image_data(tc, verbose=True, vae=vae, encoder=encoder)
     if cache.emb.tokens.shape[-1] != model.config.context_dim:
         raise ValueError(f"text encoder hidden size {cache.emb.tokens.shape[-1]} does not match the U-Net's context_dim={model.config.context_dim}")
-    dl = DataLoader(LatentDataset(path, sample=tc.sample_latents, scale=scale), tc.batch_size, shuffle=True, drop_last=True)
+    dl = latent_loader(path, scale, tc)
     sched, nullc = tc.scheduler(), {'context': null.tokens, 'context_mask': null.mask}
     def loss_fn(m, batch):
         z, idx = batch

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 # %% auto #0
 __all__ = ['min_snr_weight', 'DiffusionConfig', 'diffusion_loss', 'generate', 'DenoiserTrainConfig', 'latent_data',
-           'train_denoiser', 'denoiser_configs', 'pretrained_denoiser', 'loss_by_t']
+           'latent_loader', 'train_denoiser', 'denoiser_configs', 'pretrained_denoiser', 'loss_by_t']
 
 # %% ../nbs/10_diffusion.ipynb #6f037390
 def min_snr_weight(snr: torch.Tensor, gamma: float | None, prediction_type: str) -> torch.Tensor:
@@ -67,14 +67,17 @@ def diffusion_loss(model: nn.Module, x0: torch.Tensor, dc: DiffusionConfig, sche
 def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp_2m', steps: int = 25,
              generator: torch.Generator | None = None, vae: nn.Module | None = None, scale: float = 1.0,
              class_labels: torch.Tensor | None = None, callback=None, batch_size: int = 500,
-             cond: dict | None = None, guide=None, **sampler_kw) -> torch.Tensor:
+             cond: dict | None = None, guide=None, x_T: torch.Tensor | None = None, **sampler_kw) -> torch.Tensor:
     """Sample n latents with a named sampler; decoded to images in [-1, 1] when a `vae` is given.
 
     Conditions are per-sample tensors: `class_labels` (n,) and/or `cond` (a dict of model keyword arguments, each with
     n rows, e.g. `context`, `context_mask`); they are sliced per batch like the noise. `guide(unet, cond_batch)`
     returns the `model_fn(x, t)` the sampler calls (default: the plain conditional model; chapter 13 passes
-    classifier-free guidance)."""
+    classifier-free guidance). `x_T`: the starting noise (n, C, h, w) — drawn from `generator` at the U-Net's
+    sample size when None; given, it fixes the latent size (a convolutional U-Net samples other sizes too)."""
     if n < 1: raise ValueError(f"n={n}: expected at least one sample")
+    if x_T is not None and (x_T.ndim != 4 or len(x_T) != n or x_T.shape[1] != unet.config.in_channels):
+        raise ValueError(f"generate: x_T of shape {tuple(x_T.shape)}: expected ({n}, {unet.config.in_channels}, h, w)")
     cond = dict(cond or {})
     if class_labels is not None: cond['class_labels'] = class_labels
     for k, v in cond.items():
@@ -86,9 +89,9 @@ def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp
     outs = []
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
-        x_T = torch.randn(b, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=generator).to(dev)
+        x = x_T[i:i + b] if x_T is not None else torch.randn(b, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=generator)
         fn = guide(unet, {k: v[i:i + b].to(dev) for k, v in cond.items()})
-        z = sample_fn(fn, x_T, sched, steps, prediction_type=dc.prediction_type, generator=generator,
+        z = sample_fn(fn, x.to(dev), sched, steps, prediction_type=dc.prediction_type, generator=generator,
                       callback=callback if i == 0 else None, **sampler_kw)
         outs.append(vae.decode(z / scale).clamp(-1, 1) if vae is not None else z)
     return torch.cat(outs).cpu()
@@ -111,11 +114,15 @@ def latent_data(limit: int | None, split: str = 'train', verbose: bool = False, 
     except KeyError: scale = store_scale_factor(latent_stats(cached_latents('train', vae, limit=limit, verbose=verbose)))['scale_factor']
     return vae, path, scale
 
+def latent_loader(path, scale: float, tc: DenoiserTrainConfig) -> DataLoader:
+    "Shuffled batches of scaled cached latents (z, label) from a cache written by `encode_dataset`, for a denoiser run."
+    from ldm_course.latents import LatentDataset
+    return DataLoader(LatentDataset(path, sample=tc.sample_latents, scale=scale), tc.batch_size, shuffle=True, drop_last=True)
+
 def train_denoiser(model: UNet, tc: DenoiserTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
     "Train the U-Net on scaled cached latents (of `vae`, default the course VAE) with the course's Trainer."
-    from ldm_course.latents import LatentDataset
     _, path, scale = latent_data(tc.limit, vae=vae)
-    dl = DataLoader(LatentDataset(path, sample=tc.sample_latents, scale=scale), tc.batch_size, shuffle=True, drop_last=True)
+    dl = latent_loader(path, scale, tc)
     sched = tc.scheduler()
     loss_fn = lambda m, batch: diffusion_loss(m, batch[0], tc, sched)
     return Trainer(model, loss_fn, dl, tc, run_dir=run_dir, callbacks=callbacks).fit()

@@ -78,11 +78,10 @@ def drop_conditions(cond: dict, null: dict, p: float = 0.1, generator: torch.Gen
 
 # %% ../nbs/13_guidance.ipynb #e35f755b
 import dataclasses
-from torch.utils.data import DataLoader
 from .core import pick
 from .training import Trainer, load_or_train
 from .unet import UNet, UNetConfig
-from .diffusion import DenoiserTrainConfig, DiffusionConfig, diffusion_loss, generate, latent_data, denoiser_configs
+from .diffusion import DenoiserTrainConfig, DiffusionConfig, diffusion_loss, generate, latent_data, latent_loader, denoiser_configs
 
 # %% ../nbs/13_guidance.ipynb #3e743646
 @dataclasses.dataclass
@@ -102,10 +101,9 @@ def _num_classes(unet: nn.Module, what: str) -> int:
 
 def train_class_denoiser(model: UNet, tc: GuidedTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
     "Train a class-conditional U-Net on (latent, label) pairs, labels dropped to the null class with p = `tc.cond_dropout`."
-    from ldm_course.latents import LatentDataset
     null = {'class_labels': torch.tensor([_num_classes(model, 'train_class_denoiser')])}
     _, path, scale = latent_data(tc.limit, vae=vae)
-    dl = DataLoader(LatentDataset(path, sample=tc.sample_latents, scale=scale), tc.batch_size, shuffle=True, drop_last=True)
+    dl = latent_loader(path, scale, tc)
     sched = tc.scheduler()
     def loss_fn(m, batch):
         z, y = batch

@@ -118,14 +118,9 @@ def _call(self: LDMPipeline, prompt, negative_prompt=None, guidance_scale: float
             raise ValueError(f"latents of shape {tuple(latents.shape)}: expected {shape} (one per prompt × num_images_per_prompt)")
     else: latents = torch.randn(shape, generator=g)
     cond, uncond = prompt_conditions(self.text_encoder, prompts, negative_prompt)
-    guide = CFG(guidance_scale, uncond, guidance_rescale)
-    dev = self.device
-    from ldm_course.samplers import get_sampler
-    sample_fn = get_sampler(sampler or self.sampler)
-    model_fn = guide(self.unet, {k: v.to(dev) for k, v in cond.items()})
-    z = sample_fn(model_fn, latents.to(dev), self.diffusion_config.scheduler(), num_inference_steps,
-                  prediction_type=self.diffusion_config.prediction_type, generator=g, callback=callback)
-    x = self.vae.decode(z / self.scale_factor).clamp(-1, 1).cpu()
+    x = generate(self.unet, self.diffusion_config, len(prompts), sampler or self.sampler, num_inference_steps, g,
+                 vae=self.vae, scale=self.scale_factor, cond=cond, guide=CFG(guidance_scale, uncond, guidance_rescale),
+                 callback=callback, x_T=latents)
     return _to_pil(x) if output_type == 'pil' else x
 
 LDMPipeline.__call__ = _call
