@@ -40,3 +40,25 @@ def test_checks_can_fail(copy_of_repo):
     "The sync check really detects a difference (guards against a check that cannot fail)."
     (copy_of_repo/'ldm_course'/'core.py').write_text('# edited by hand\n')
     assert 'core.py' in _differences(ROOT/'ldm_course', copy_of_repo/'ldm_course', '*.py')
+
+def _console_scripts() -> dict[str, str]:
+    "settings.ini's console_scripts: name -> 'module:function'."
+    import configparser
+    cp = configparser.ConfigParser(); cp.read(ROOT/'settings.ini')
+    return dict(s.split('=', 1) for s in cp['DEFAULT']['console_scripts'].split())
+
+def test_console_scripts_exit_zero(tmp_path):
+    "The installed scripts are the ones settings.ini names, and a successful run exits 0 (a returned value would become exit 1)."
+    scripts = _console_scripts()
+    for name, target in scripts.items():
+        text = (BIN/name).read_text()
+        mod, fn = target.split(':')
+        assert f"from {mod} import {fn}" in text, f"{BIN/name} is stale (pip install -e . again): expected it to call {target}"
+    runs = {'ldm-bench': ['--device', 'cpu', '--parts', 'vae', '--batch', '2', '--repeats', '1', '--warmup', '0', '--no-cond'],
+            'ldm-train-ddp-demo': ['--run-dir', str(tmp_path/'demo'), '--steps', '3', '--device', 'cpu']}
+    for name, args in runs.items():
+        r = subprocess.run([BIN/name, *args], capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+        assert r.returncode == 0, f"{name} {' '.join(args)} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    for name in set(scripts) - set(runs):      # the recipe scripts train for minutes: check that they start and parse
+        r = subprocess.run([BIN/name, '--help'], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and 'usage' in r.stdout, f"{name} --help exited {r.returncode}: {r.stderr[-2000:]}"
