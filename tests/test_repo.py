@@ -1,5 +1,5 @@
 "Repository checks: the package is what the notebooks export, notebooks are clean, README.md is generated from index."
-import filecmp, shutil, subprocess, sys
+import filecmp, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 sys.path.insert(0, str(Path(__file__).parent))
@@ -57,8 +57,8 @@ def test_console_scripts_exit_zero(tmp_path):
     runs = {'ldm-bench': ['--device', 'cpu', '--parts', 'vae', '--batch', '2', '--repeats', '1', '--warmup', '0', '--no-cond'],
             'ldm-train-ddp-demo': ['--run-dir', str(tmp_path/'demo'), '--steps', '3', '--device', 'cpu']}
     for name, args in runs.items():
-        r = subprocess.run([BIN/name, *args], capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+        r = subprocess.run([BIN/name, *args], capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
         assert r.returncode == 0, f"{name} {' '.join(args)} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
-    for name in set(scripts) - set(runs):      # the recipe scripts train for minutes: check that they start and parse
+    for name in ('ldm-train', 'ldm-generate'):  # the recipe scripts train for minutes: check that the two parsers start
         r = subprocess.run([BIN/name, '--help'], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and 'usage' in r.stdout, f"{name} --help exited {r.returncode}: {r.stderr[-2000:]}"
