@@ -84,6 +84,7 @@ class TransformerBlock(nn.Module):
         h = h + self.attn2(self.norm2(h), context, mask)
         return h + self.ff(self.norm3(h))
 
+@functools.lru_cache(maxsize=64)    # a constant of (h, w, dim, device): computed once, not at every forward (do not modify it in place)
 def position_codes(h: int, w: int, dim: int, device=None) -> torch.Tensor:
     "Fixed 2-D sinusoidal codes of the h*w token positions (row-major), (h*w, dim): the first half codes the row, the second the column."
     if dim % 4: raise ValueError(f"position_codes: dim={dim}: expected a multiple of 4 (a cos/sin pair per axis)")
