@@ -28,6 +28,9 @@ setup() {
     log "installing the pinned packages (constraints.txt) and ldm_course itself; the first time takes a few minutes"
     quiet_pip install -q --upgrade pip setuptools wheel
     quiet_pip install -q -c constraints.txt -e '.[dev]'
+    # k-diffusion is a test oracle for the samplers (chapter 09 loads only its `sampling` module); its declared
+    # dependencies are its training stack (CLIP, clean-fid, kornia, ...), so it is installed without them.
+    quiet_pip install -q --no-deps -c constraints.txt k-diffusion
     echo "$stamp" > "$VENV/.ldm-setup-stamp"
   fi
   get_data

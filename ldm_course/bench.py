@@ -11,7 +11,7 @@ from torch import nn
 import torch.nn.functional as F
 from .unet import UNet, UNetConfig, UNET_QUICK, UNET_FULL, count_params
 from .scheduler import NoiseScheduler
-from .samplers import get_sampler
+from .samplers import as_denoiser, get_sampler, get_sigmas, prior_sample
 from .guidance import CFG
 from .vae import AutoencoderKL, VAEConfig
 from .training import ADAMW_IMPLS, TrainConfig, adamw
@@ -284,8 +284,9 @@ def diffusers_sample(unet: nn.Module, scheduler, steps: int, x_T: torch.Tensor, 
 @torch.no_grad()
 def course_sample(unet: nn.Module, sampler: str, sched: NoiseScheduler, steps: int, x_T: torch.Tensor, cond: dict, uncond: dict,
                   scale: float) -> torch.Tensor:
-    "Our sampler `sampler` with batched classifier-free guidance (`CFG`)."
-    return get_sampler(sampler)(CFG(scale, uncond=uncond)(unet, cond), x_T, sched, steps)
+    "Our sampler `sampler` on trailing σ with batched classifier-free guidance (`CFG`), from standard normal `x_T`."
+    sigmas = get_sigmas(sched, steps, 'trailing')
+    return get_sampler(sampler)(as_denoiser(CFG(scale, uncond=uncond)(unet, cond), sched), prior_sample(x_T, sigmas), sigmas)
 
 def null_condition(cond: dict, cfg: UNetConfig) -> dict:
     "A null condition shaped like `cond`: the null class, and an all-zero one-token context."

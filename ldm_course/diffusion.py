@@ -11,7 +11,7 @@ from .core import Config, pick, runs_dir, default_device
 from .scheduler import NoiseScheduler, PREDICTION_TYPES
 from .training import TrainConfig, Trainer, load_or_train
 from .unet import UNet, UNetConfig, unet_config
-from .samplers import get_sampler
+from .samplers import as_denoiser, get_sampler, get_sigmas, prior_sample
 from torch.utils.data import DataLoader
 
 # %% auto #0
@@ -67,14 +67,16 @@ def diffusion_loss(model: nn.Module, x0: torch.Tensor, dc: DiffusionConfig, sche
 def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp_2m', steps: int = 25,
              generator: torch.Generator | None = None, vae: nn.Module | None = None, scale: float = 1.0,
              class_labels: torch.Tensor | None = None, callback=None, batch_size: int = 500,
-             cond: dict | None = None, guide=None, x_T: torch.Tensor | None = None, **sampler_kw) -> torch.Tensor:
-    """Sample n latents with a named sampler; decoded to images in [-1, 1] when a `vae` is given.
+             cond: dict | None = None, guide=None, x_T: torch.Tensor | None = None, schedule: str = 'trailing',
+             **sampler_kw) -> torch.Tensor:
+    """Sample n latents with a named sampler on a named σ `schedule` (chapter 09); decoded to images in [-1, 1] when a `vae` is given.
 
     Conditions are per-sample tensors: `class_labels` (n,) and/or `cond` (a dict of model keyword arguments, each with
     n rows, e.g. `context`, `context_mask`); they are sliced per batch like the noise. `guide(unet, cond_batch)`
     returns the `model_fn(x, t)` the sampler calls (default: the plain conditional model; chapter 13 passes
-    classifier-free guidance). `x_T`: the starting noise (n, C, h, w) — drawn from `generator` at the U-Net's
-    sample size when None; given, it fixes the latent size (a convolutional U-Net samples other sizes too)."""
+    classifier-free guidance); `as_denoiser` turns it into the sampler's D(x, σ). `x_T`: the starting standard normal
+    noise (n, C, h, w) — drawn from `generator` at the U-Net's sample size when None; given, it fixes the latent size
+    (a convolutional U-Net samples other sizes too). `sampler_kw`: the sampler's options (e.g. `eta` for DDIM)."""
     if n < 1: raise ValueError(f"n={n}: expected at least one sample")
     if x_T is not None and (x_T.ndim != 4 or len(x_T) != n or x_T.shape[1] != unet.config.in_channels):
         raise ValueError(f"generate: x_T of shape {tuple(x_T.shape)}: expected ({n}, {unet.config.in_channels}, h, w)")
@@ -84,14 +86,15 @@ def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp
         if len(v) != n: raise ValueError(f"generate: condition {k!r} has {len(v)} rows, expected one per sample (n={n})")
     guide = guide or (lambda unet, c: (lambda x, t: unet(x, t, **c)))
     sample_fn, sched, cfg = get_sampler(sampler), dc.scheduler(), unet.config
+    sigmas = get_sigmas(sched, steps, schedule)
     dev = next(unet.parameters()).device
     unet.eval()
     outs = []
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
         x = x_T[i:i + b] if x_T is not None else torch.randn(b, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=generator)
-        fn = guide(unet, {k: v[i:i + b].to(dev) for k, v in cond.items()})
-        z = sample_fn(fn, x.to(dev), sched, steps, prediction_type=dc.prediction_type, generator=generator,
+        denoiser = as_denoiser(guide(unet, {k: v[i:i + b].to(dev) for k, v in cond.items()}), sched, dc.prediction_type)
+        z = sample_fn(denoiser, prior_sample(x.to(dev), sigmas), sigmas, generator=generator,
                       callback=callback if i == 0 else None, **sampler_kw)
         outs.append(vae.decode(z / scale).clamp(-1, 1) if vae is not None else z)
     return torch.cat(outs).cpu()
