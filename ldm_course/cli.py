@@ -8,6 +8,8 @@ import argparse, contextlib, csv, dataclasses, difflib, os, sys, time, typing
 from pathlib import Path
 import yaml
 import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 import ldm_course
 from .core import Config, runs_dir, run_info
 from .training import dist_env
@@ -19,8 +21,8 @@ from .crossattn import ImageVAETrainConfig, TextToImageTrainConfig
 from .samplers import SAMPLERS
 
 # %% auto #0
-__all__ = ['RECIPES_DIR', 'TASKS', 'TOP_KEYS', 'SampleConfig', 'section_classes', 'list_recipes', 'find_recipe', 'merge',
-           'read_recipe_file', 'parse_override', 'apply_override', 'Recipe', 'load_recipe', 'runs_root',
+__all__ = ['RECIPES_DIR', 'TASKS', 'SampleConfig', 'section_classes', 'recipe_schema', 'list_recipes', 'find_recipe',
+           'read_recipe_file', 'parse_override', 'set_key', 'recipe_config', 'Recipe', 'load_recipe', 'runs_root',
            'is_main_process', 'recipe_dir', 'run_train_vae', 'run_cache_latents', 'diffusion_config_of', 'run_train',
            'run_generate', 'recipe_parser', 'train_vae_main', 'cache_latents_main', 'train_main', 'generate_parser',
            'generate_main', 'main', 'make_example_folder', 'example_folder_main']
@@ -28,7 +30,6 @@ __all__ = ['RECIPES_DIR', 'TASKS', 'TOP_KEYS', 'SampleConfig', 'section_classes'
 # %% ../nbs/19_recipes.ipynb #46a54325
 RECIPES_DIR = Path(ldm_course.__file__).parent/'recipes'
 TASKS = {'unconditional': DenoiserTrainConfig, 'class_conditional': GuidedTrainConfig, 'text_to_image': TextToImageTrainConfig}
-TOP_KEYS = ('name', 'base', 'task', 'dataset', 'description', 'vae', 'unet', 'train', 'sample')
 
 @dataclasses.dataclass
 class SampleConfig(Config):
@@ -53,6 +54,15 @@ def section_classes(task: str) -> dict[str, type]:
     return {'vae.model': VAEConfig, 'vae.train': ImageVAETrainConfig if task == 'text_to_image' else VAETrainConfig,
             'unet': UNetConfig, 'train': TASKS[task], 'sample': SampleConfig}
 
+# %% ../nbs/19_recipes.ipynb #79bd1cc0
+def recipe_schema(task: str) -> DictConfig:
+    "A recipe's structured config: one typed node per section, from the chapters' config classes for `task`, with their defaults."
+    c, sec = section_classes(task), lambda cls: dataclasses.field(default_factory=cls)
+    vae = dataclasses.make_dataclass('vae', [('model', c['vae.model'], sec(c['vae.model'])), ('train', c['vae.train'], sec(c['vae.train']))])
+    keys = [('name', str, ''), ('task', str, task), ('dataset', str | None, None), ('description', str, ''), ('vae', vae, sec(vae)),
+            ('unet', c['unet'], sec(c['unet'])), ('train', c['train'], sec(c['train'])), ('sample', c['sample'], sec(c['sample']))]
+    return OmegaConf.structured(dataclasses.make_dataclass('recipe', keys))
+
 # %% ../nbs/19_recipes.ipynb #d71f1eeb
 def list_recipes() -> list[str]:
     "Names of the recipes shipped with the package."
@@ -67,73 +77,102 @@ def find_recipe(name_or_path) -> Path:
     raise FileNotFoundError(f"recipe {str(name_or_path)!r}: no such file and no shipped recipe of that name; "
                             f"expected a path to a .yaml file or one of {list_recipes()}")
 
-def merge(base: dict, over: dict) -> dict:
-    "`over` merged into a copy of `base`: nested dicts merge key by key, anything else is replaced."
-    out = dict(base)
-    for k, v in over.items(): out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-def read_recipe_file(path, _chain=()) -> dict:
-    "The YAML of a recipe as a dict, merged over its `base:` recipe(s)."
+def read_recipe_file(path, _chain=()) -> DictConfig:
+    "A recipe file (OmegaConf.load) merged over its `base:` recipe(s) (OmegaConf.merge); untyped: load_recipe checks it."
     path = Path(path).resolve()
-    if path in _chain: raise ValueError(f"recipe {path}: 'base' chain loops back to itself ({' -> '.join(p.stem for p in _chain)})")
-    try: d = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
+    if path in _chain: raise ValueError(f"recipe {path}: its 'base' chain loops back to itself ({' -> '.join(p.stem for p in _chain + (path,))})")
+    try: d = OmegaConf.load(path)
     except yaml.YAMLError as e: raise ValueError(f"recipe {path}: not valid YAML ({e})") from None
-    if not isinstance(d, dict): raise ValueError(f"recipe {path}: expected a mapping of keys and sections, got a {type(d).__name__}")
+    except OSError as e: raise ValueError(f"recipe {path}: expected a mapping of keys and sections ({e})") from None
+    if not isinstance(d, DictConfig): raise ValueError(f"recipe {path}: expected a mapping of keys and sections, got a list")
     d.setdefault('name', path.stem)
     base = d.pop('base', None)
     if base is None: return d
     local = path.parent/(base if str(base).endswith(('.yaml', '.yml')) else f"{base}.yaml")
-    parent = read_recipe_file(local if local.is_file() else find_recipe(base), _chain + (path,))
-    return merge({k: v for k, v in parent.items() if k != 'name'}, d)
+    try: parent = local if local.is_file() else find_recipe(base)
+    except FileNotFoundError: raise FileNotFoundError(f"recipe {path}: its base {base!r} is neither a file ({local}) "
+                                                      f"nor a shipped recipe {list_recipes()}") from None
+    parent = read_recipe_file(parent, _chain + (path,)); parent.pop('name')
+    return OmegaConf.merge(parent, d)
 
 # %% ../nbs/19_recipes.ipynb #bff5d0e9
-_SECTIONS = ('vae.model', 'vae.train', 'unet', 'train', 'sample')
-_SCALARS = ('name', 'task', 'dataset', 'description')
+def _field_type(schema: DictConfig, key: str):
+    "The annotated type of dotted `key` in a recipe schema (a dataclass for a section); None when there is no such key."
+    parent, _, field = key.rpartition('.')
+    try: node = OmegaConf.select(schema, parent) if parent else schema
+    except OmegaConfBaseException: return None
+    return typing.get_type_hints(OmegaConf.get_type(node)).get(field) if isinstance(node, DictConfig) else None
 
-def _split_key(key: str) -> tuple[str, str | None]:
-    "('section', 'field') for a dotted key; ('name', None) for a top-level scalar key."
-    if key in _SCALARS: return key, None
-    for s in _SECTIONS:
-        if key.startswith(s + '.') and '.' not in key[len(s) + 1:]: return s, key[len(s) + 1:]
-    every = list(_SCALARS) + [f"{s}.<key>" for s in _SECTIONS]
-    close = difflib.get_close_matches(key.split('.')[0], ['name', 'task', 'dataset', 'description', 'vae', 'unet', 'train', 'sample'], 1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ''
-    raise KeyError(f"unknown recipe key {key!r}{hint}: expected one of {every}")
-
-def _check_field(key: str, task: str):
-    "Raise a KeyError naming `key` when its section's config class has no such field."
-    section, field = _split_key(key)
-    if field is None: return
-    cls = section_classes(task)[section]
-    names = [f.name for f in dataclasses.fields(cls)]
-    if field not in names:
-        close = difflib.get_close_matches(field, names, 1)
-        hint = f" (did you mean '{section}.{close[0]}'?)" if close else ''
-        raise KeyError(f"unknown recipe key {key!r}{hint}: {cls.__name__} has no field {field!r}; its fields are {names}")
-
-def parse_override(text: str, task: str | None = None) -> tuple[str, object]:
-    "('dotted.key', value) of one `key=value` override; the value is YAML unless the field is a string."
+def parse_override(text: str, schema: DictConfig | None = None) -> tuple[str, object]:
+    "('dotted.key', value) of one `key=value` override; the value is YAML unless the schema types the key as a string."
     if not isinstance(text, str) or '=' not in text:
         raise ValueError(f"override {text!r}: expected key=value, e.g. train.steps=200 or dataset=folder:./my_images")
     key, raw = (s.strip() for s in text.split('=', 1))
     if not key: raise ValueError(f"override {text!r}: empty key; expected key=value")
-    section, field = _split_key(key)
-    if field is None: return key, raw
-    if task is not None:
-        _check_field(key, task)
-        if typing.get_type_hints(section_classes(task)[section]).get(field) is str: return key, raw
-    try: return key, (yaml.safe_load(raw) if raw else None)
-    except yaml.YAMLError: return key, raw
+    tp = _field_type(schema, key) if schema is not None else None
+    if tp is str or str in typing.get_args(tp): return key, raw
+    try: return key, OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))['value']
+    except (yaml.YAMLError, OmegaConfBaseException): return key, raw
 
-def apply_override(d: dict, key: str, value) -> dict:
-    "A copy of recipe dict `d` with dotted `key` set to `value`."
-    d = merge(d, {}); node = d
-    *path, last = key.split('.')
-    for k in path:
-        node[k] = dict(node.get(k) or {}); node = node[k]
-    node[last] = value
-    return d
+# %% ../nbs/19_recipes.ipynb #38923d07
+_WORDS = {int: ('an int', 'ints'), float: ('a number', 'numbers'), bool: ('true or false', 'booleans'), str: ('a string', 'strings')}
+
+def _describe(tp) -> str:
+    "A field's type in words: 'an int', 'a number or null', 'a list of 2 numbers', ..."
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) < len(typing.get_args(tp)): return f"{_describe(args[0])} or null"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {'' if args[-1] is Ellipsis else f'{len(args)} '}{_WORDS.get(args[0], ('', str(args[0])))[1]}"
+    if dataclasses.is_dataclass(tp): return f"a mapping of {tp.__name__} keys"
+    return _WORDS.get(tp, (str(tp),))[0]
+
+def _unknown_key(schema: DictConfig, key: str, bad: str) -> KeyError:
+    "The error for dotted `key`, whose part `bad` (a prefix of it) is no key of the schema; suggests the closest."
+    parent, _, name = bad.rpartition('.')
+    node = OmegaConf.select(schema, parent) if parent else schema
+    names, cls = list(node), OmegaConf.get_type(node)
+    close = difflib.get_close_matches(name, names, 1)
+    hint = f" (did you mean {(parent + '.' if parent else '') + close[0] + key[len(bad):]!r}?)" if close else ''
+    what = (f"{cls.__name__} has no field {name!r}; its fields are {names}" if issubclass(cls, Config) else
+            f"{'section ' + repr(parent) if parent else 'a recipe'} has no key {name!r}; its keys are {names}")
+    return KeyError(f"unknown recipe key {key!r}{hint}: {what}")
+
+def set_key(cfg: DictConfig, key: str, value):
+    "Set dotted `key` of a typed recipe config (OmegaConf.update); an error names the key and what it expects."
+    tp = _field_type(cfg, key)
+    if value is None and dataclasses.is_dataclass(tp): return        # an empty section (`sample:`) keeps its defaults
+    try: OmegaConf.update(cfg, key, value, merge=True)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        raise _unknown_key(cfg, key, e.full_key if e.full_key and key.startswith(e.full_key) else key) from None
+    except OmegaConfBaseException as e:
+        if tp is None: raise KeyError(f"unknown recipe key {key!r}: {e.full_key!r} is a value, not a section") from None
+        raise TypeError(f"recipe key {key!r}: expected {_describe(tp)}, got {value!r}") from None
+
+# %% ../nbs/19_recipes.ipynb #133d92c4
+def _leaves(d: dict, prefix: str = ''):
+    "('dotted.key', value) for every value of a nested dict (an empty section is one value, `{}`)."
+    for k, v in d.items():
+        if isinstance(v, dict) and v: yield from _leaves(v, f"{prefix}{k}.")
+        else: yield f"{prefix}{k}", v
+
+def recipe_config(name_or_path, overrides=()) -> tuple[DictConfig, list[str], Path]:
+    "(typed config, keys given, file) of a recipe: its file(s), then the `key=value` overrides, set key by key on the task's schema."
+    path = find_recipe(name_or_path)
+    raw = OmegaConf.to_container(read_recipe_file(path))
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+    task = raw.get('task')
+    for key, value in map(parse_override, overrides):            # the task decides the classes: read it first
+        if key == 'task': task = value
+    cfg, given = recipe_schema(task), []
+    def put(key, value, where):
+        try: set_key(cfg, key, value)
+        except (KeyError, TypeError) as e: raise type(e)(f"recipe {raw['name']!r}{where}: {e.args[0]}") from None
+        given.append(key)
+    for key, value in _leaves(raw): put(key, value, f" ({path})")
+    for text in overrides: put(*parse_override(text, cfg), f", override {text!r}")
+    try: OmegaConf.resolve(cfg)                                  # ${...} interpolations
+    except OmegaConfBaseException as e: raise ValueError(f"recipe {raw['name']!r}: {str(e).splitlines()[0]}") from None
+    return cfg, given, path
 
 # %% ../nbs/19_recipes.ipynb #90a3b8c7
 @dataclasses.dataclass
@@ -167,58 +206,36 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r} has no 'unet' and 'train' sections, so {command} has nothing to do: it only "
                              f"describes a VAE (for a diffusion model use e.g. {[n for n in list_recipes() if n != self.name][:4]})")
 
-def _section(d: dict, section: str, cls: type, name: str):
-    node = d
-    for k in section.split('.'): node = node.get(k) or {}
-    if not isinstance(node, dict): raise ValueError(f"recipe {name!r}: section {section!r} must be a mapping of keys, got {node!r}")
-    try: return cls.from_dict(node)
+# %% ../nbs/19_recipes.ipynb #98364ee8
+def _section(cfg: DictConfig, section: str, name: str):
+    "One section as its chapter's config object, built by the class's own from_dict, so its checks run."
+    node = OmegaConf.select(cfg, section); cls = OmegaConf.get_type(node)
+    try: return cls.from_dict(OmegaConf.to_container(node))
     except (KeyError, TypeError, ValueError) as e:
-        msg = e.args[0] if e.args else str(e)
-        raise type(e)(f"recipe {name!r}, section {section!r} ({cls.__name__}): {msg}") from None
+        raise type(e)(f"recipe {name!r}, section {section!r} ({cls.__name__}): {e.args[0] if e.args else e}") from None
 
-def _dataset(d: dict, name: str) -> str | None:
-    "The one dataset of a text-to-image recipe (top-level `dataset`), checked against the sections."
-    ds = d.get('dataset')
-    inner = {'vae.train': ((d.get('vae') or {}).get('train') or {}).get('dataset'), 'train': (d.get('train') or {}).get('dataset')}
-    given = {s: v for s, v in inner.items() if v is not None}
-    if ds is None and given: ds = next(iter(given.values()))
-    for s, v in given.items():
+def _dataset(cfg: DictConfig, given: list[str], name: str) -> str:
+    "The one dataset of a text-to-image recipe (top-level `dataset`), checked against the sections' and made absolute."
+    inner = {s: OmegaConf.select(cfg, f"{s}.dataset") for s in ('vae.train', 'train') if f"{s}.dataset" in given}
+    ds = cfg.dataset if cfg.dataset is not None else next(iter(inner.values()), None)
+    for s, v in inner.items():
         if v != ds: raise ValueError(f"recipe {name!r}: {s}.dataset={v!r} differs from dataset={ds!r}; set the dataset once, at the top level (dataset=...)")
     if ds is None: raise ValueError(f"recipe {name!r}: a text_to_image recipe needs a dataset: 'shapes', 'emoji' or 'folder:PATH' (override with dataset=...)")
-    if not isinstance(ds, str): raise TypeError(f"recipe {name!r}: recipe key 'dataset': expected a string, got {ds!r}")
-    if ds.startswith('folder:'): ds = 'folder:' + str(Path(ds[7:]).expanduser().resolve())
-    elif ds not in ('shapes', 'emoji'): raise ValueError(f"recipe {name!r}: dataset={ds!r}, expected 'shapes', 'emoji' or 'folder:PATH'")
+    if ds.startswith('folder:'): return 'folder:' + str(Path(ds[7:]).expanduser().resolve())
+    if ds not in ('shapes', 'emoji'): raise ValueError(f"recipe {name!r}: dataset={ds!r}, expected 'shapes', 'emoji' or 'folder:PATH'")
     return ds
 
+# %% ../nbs/19_recipes.ipynb #daefab51
 def load_recipe(name_or_path, overrides=()) -> Recipe:
-    "Read a recipe (a shipped name or a .yaml path), apply `key=value` overrides, check every key, build the typed configs."
-    path = find_recipe(name_or_path)
-    d = read_recipe_file(path)
-    unknown = [k for k in d if k not in TOP_KEYS]
-    if unknown: raise KeyError(f"recipe {path}: unknown top-level key(s) {unknown}; expected some of {list(TOP_KEYS)}")
-    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
-    for text in sorted(overrides, key=lambda o: not str(o).strip().startswith('task=')):   # the task decides the classes
-        key, value = parse_override(text, d.get('task'))
-        d = apply_override(d, key, value)
-    name, task = d['name'], d.get('task')
-    classes = section_classes(task)
-    for s in _SECTIONS:                                  # every key of the file is checked too, not only the overrides
-        node = d
-        for k in s.split('.'): node = (node or {}).get(k) if isinstance(node, dict) else None
-        for field in (node or {}) if isinstance(node, dict) else ():
-            try: _check_field(f"{s}.{field}", task)
-            except KeyError as e: raise KeyError(f"recipe {name!r}: {e.args[0]}") from None
-    if not (d.get('vae') or {}).get('model'): raise ValueError(f"recipe {name!r}: expected a 'vae.model' section")
-    if task == 'text_to_image':
-        ds = _dataset(d, name)
-        for s in ('vae.train', 'train'):
-            if s == 'train' and 'train' not in d: continue
-            d = apply_override(d, f"{s}.dataset", ds)
-    elif d.get('dataset') is not None:
-        raise ValueError(f"recipe {name!r}: dataset={d['dataset']!r} but a {task} recipe trains on Fashion-MNIST; "
+    "Read a recipe (a shipped name or a .yaml path) with its `key=value` overrides, check it as a whole, build the typed configs."
+    cfg, given, path = recipe_config(name_or_path, overrides)
+    name, task = cfg.name, cfg.task
+    if not any(k.startswith('vae.model.') for k in given): raise ValueError(f"recipe {name!r}: expected a 'vae.model' section")
+    if task == 'text_to_image': cfg.dataset = cfg.vae.train.dataset = cfg.train.dataset = _dataset(cfg, given, name)
+    elif cfg.dataset is not None:
+        raise ValueError(f"recipe {name!r}: dataset={cfg.dataset!r} but a {task} recipe trains on Fashion-MNIST; "
                          "only text_to_image recipes take a dataset")
-    else: ds = None
-    vm = _section(d, 'vae.model', VAEConfig, name)
+    vm = _section(cfg, 'vae.model', name)
     need_in = 3 if task == 'text_to_image' else 1
     if vm.in_channels != need_in:
         raise ValueError(f"recipe {name!r}: vae.model.in_channels={vm.in_channels}, expected {need_in} "
@@ -226,16 +243,14 @@ def load_recipe(name_or_path, overrides=()) -> Recipe:
     if task != 'text_to_image' and vm.image_size != 32:
         raise ValueError(f"recipe {name!r}: vae.model.image_size={vm.image_size}, expected 32 (Fashion-MNIST is loaded at 32x32)")
     unet = train = None
-    if 'unet' in d or 'train' in d:
+    if any(k.split('.')[0] in ('unet', 'train') for k in given):
         lc, ls, _ = vm.latent_shape
-        u = dict(d.get('unet') or {})
         for k, v in (('in_channels', lc), ('sample_size', ls)):
-            if u.setdefault(k, v) != v:
-                raise ValueError(f"recipe {name!r}: unet.{k}={u[k]} but the VAE makes latents of shape {vm.latent_shape} "
+            if f"unet.{k}" in given and cfg.unet[k] != v:
+                raise ValueError(f"recipe {name!r}: unet.{k}={cfg.unet[k]} but the VAE makes latents of shape {vm.latent_shape} "
                                  f"(vae.model: latent_channels={lc}, image_size/down_factor={ls}); expected unet.{k}={v} or leave it out")
-        d = merge(d, {'unet': u})
-        unet = _section(d, 'unet', UNetConfig, name)
-        train = _section(d, 'train', classes['train'], name)
+            cfg.unet[k] = v
+        unet, train = _section(cfg, 'unet', name), _section(cfg, 'train', name)
         if task == 'text_to_image' and unet.context_dim is None:
             raise ValueError(f"recipe {name!r}: unet.context_dim is not set; expected the text encoder's hidden size (384 for all-MiniLM-L6-v2)")
         if task != 'text_to_image' and unet.context_dim is not None:
@@ -244,9 +259,8 @@ def load_recipe(name_or_path, overrides=()) -> Recipe:
             raise ValueError(f"recipe {name!r}: unet.num_classes={unet.num_classes}, expected 10 (Fashion-MNIST's classes)")
         if task == 'unconditional' and unet.num_classes is not None:
             raise ValueError(f"recipe {name!r}: unet.num_classes={unet.num_classes} in an unconditional recipe; use task=class_conditional")
-    return Recipe(name=name, task=task, vae_model=vm, vae_train=_section(d, 'vae.train', classes['vae.train'], name),
-                  unet=unet, train=train, sample=_section(d, 'sample', SampleConfig, name), dataset=ds,
-                  description=d.get('description') or '', source=str(path))
+    return Recipe(name=name, task=task, vae_model=vm, vae_train=_section(cfg, 'vae.train', name), unet=unet, train=train,
+                  sample=_section(cfg, 'sample', name), dataset=cfg.dataset, description=cfg.description, source=str(path))
 
 # %% ../nbs/19_recipes.ipynb #edf60335
 @contextlib.contextmanager
