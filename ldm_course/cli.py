@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 import ldm_course
 from .core import Config, runs_dir, run_info
-from .training import dist_env
+from .distributed import dist_env
 from .vae import VAEConfig, VAETrainConfig
 from .unet import UNetConfig
 from .diffusion import DenoiserTrainConfig, DiffusionConfig

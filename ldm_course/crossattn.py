@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from .core import Config, pick, runs_dir, default_device
 from .unet import UNet, UNetConfig, unet_config, norm_layer, zero_module, timestep_embedding
-from .training import Trainer, load_or_train, CKPT_NAME
+from .training import Trainer, load_or_train
+from .checkpoint import CKPT_NAME
 from .diffusion import DenoiserTrainConfig, diffusion_loss, generate, latent_loader
 from .guidance import CFG, drop_conditions
 from .text import TextEncoder, TextEmbeddings, cache_embeddings

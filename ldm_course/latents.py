@@ -13,7 +13,7 @@ from safetensors import safe_open, SafetensorError
 from safetensors.torch import save_file, load_file
 from .core import runs_dir, default_device
 from .data import FashionMNIST
-from .training import CKPT_NAME, read_checkpoint, set_checkpoint_extra
+from .checkpoint import CKPT_NAME, read_checkpoint, set_checkpoint_extra
 
 # %% auto #0
 __all__ = ['vae_fingerprint', 'encode_dataset', 'read_latents', 'LatentDataset', 'cached_latents', 'latent_stats',

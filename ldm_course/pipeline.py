@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 from .core import default_device
-from .training import save_checkpoint, load_weights, read_checkpoint, CKPT_NAME
+from .checkpoint import save_checkpoint, load_weights, read_checkpoint, CKPT_NAME
 from .vae import AutoencoderKL, VAEConfig
 from .unet import UNetConfig
 from .diffusion import DiffusionConfig, generate

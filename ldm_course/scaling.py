@@ -4,21 +4,19 @@
 
 # %% ../nbs/17_scaling.ipynb #6eee02f4
 from __future__ import annotations
-import argparse, dataclasses, json, math, os, signal, subprocess, sys, tempfile, time
-from pathlib import Path
+import argparse, dataclasses, json, math, time, warnings
 import torch
 from torch import nn
 import torch.nn.functional as F
 import torch.distributed as dist
 from torch.utils.data import DataLoader, TensorDataset
-from safetensors import safe_open
 from .core import Config
-from .training import CKPT_NAME, TrainConfig, Trainer, sample_grid
+from .distributed import dist_rank
+from .training import TrainConfig, Trainer, sample_grid
 
 # %% auto #0
-__all__ = ['ToyConfig', 'ToyNet', 'toy_data', 'toy_loss', 'AEConfig', 'TinyAE', 'ae_loss', 'parse_args', 'build_task',
-           'dist_rank', 'main', 'console_main', 'torchrun_cmd', 'launch', 'output', 'finish', 'kill', 'ckpt_step',
-           'kill_when', 'ckpt_tensors', 'make_messy_image_folder']
+__all__ = ['ToyConfig', 'ToyNet', 'toy_data', 'toy_loss', 'AEConfig', 'TinyAE', 'ae_loss', 'parse_args', 'build_task', 'main',
+           'console_main']
 
 # %% ../nbs/17_scaling.ipynb #848a4137
 @dataclasses.dataclass
@@ -43,6 +41,7 @@ def toy_loss(model, batch):
     x, y = batch; loss = F.mse_loss(model(x), y)
     return loss, {'mse': loss.detach()}
 
+# %% ../nbs/17_scaling.ipynb #fe498ca6
 @dataclasses.dataclass
 class AEConfig(Config):
     channels: int = 16
@@ -89,6 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--nan-rank', type=int, default=-1, help='test hook: ... on this rank only (-1: all)')
     return p.parse_args(argv)
 
+# %% ../nbs/17_scaling.ipynb #254b5465
 def build_task(a: argparse.Namespace):
     "(model, loss_fn, per-rank DataLoader, TrainConfig, callbacks) for the parsed arguments."
     tc = TrainConfig(steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr, weight_decay=a.weight_decay,
@@ -114,8 +114,6 @@ def build_task(a: argparse.Namespace):
         cbs.append(sample_grid(a.sample_every, lambda t: torch.cat([fixed, t.eval_model(fixed.to(t.device)).cpu()]),
                                name='reconstructions', nrow=len(fixed)))
     return TinyAE(AEConfig()), ae_loss, dl, tc, cbs
-
-def dist_rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get('RANK', 0))
 
 # %% ../nbs/17_scaling.ipynb #02fd60cc
 def main(argv=None) -> dict:
@@ -152,89 +150,3 @@ def console_main(argv=None) -> None:
 # %% ../nbs/17_scaling.ipynb #07b345a7
 #| eval: false
 if __name__ == '__main__' and '__file__' in globals(): main()
-
-# %% ../nbs/17_scaling.ipynb #8022841a
-def torchrun_cmd(nproc: int, argv: list) -> list:
-    "The command that runs main(argv) in `nproc` processes on this machine: torchrun --standalone, module ldm_course.scaling."
-    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
-            '-m', 'ldm_course.scaling', *map(str, argv)]
-
-_DIST_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'GROUP_RANK')
-
-def launch(argv: list, nproc: int = 1, env: dict | None = None) -> subprocess.Popen:
-    "Start main(argv) in new process(es) (torchrun when nproc > 1) with OMP_NUM_THREADS=1, in a new process group; output in proc.log."
-    cmd = torchrun_cmd(nproc, argv) if nproc > 1 else [sys.executable, '-m', 'ldm_course.scaling', *map(str, argv)]
-    e = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
-    e.update(OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', **(env or {}))
-    log = tempfile.TemporaryFile('w+')
-    p = subprocess.Popen(cmd, env=e, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    p.log = log
-    return p
-
-def output(p: subprocess.Popen) -> str:
-    "Everything the process(es) printed so far."
-    p.log.flush(); p.log.seek(0); return p.log.read()
-
-def finish(p: subprocess.Popen, timeout: float = 300) -> str:
-    "Wait for a launched run; its output, or a RuntimeError with the output if it failed."
-    try: p.wait(timeout)
-    except subprocess.TimeoutExpired: kill(p); raise RuntimeError(f"run did not finish in {timeout} s:\n{output(p)[-3000:]}")
-    if p.returncode != 0: raise RuntimeError(f"run exited with {p.returncode}:\n{output(p)[-3000:]}")
-    return output(p)
-
-def kill(p: subprocess.Popen):
-    "SIGKILL the launched process and every process it started."
-    try: os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError: pass
-    p.wait()
-
-def ckpt_step(run_dir) -> int | None:
-    "The step recorded in run_dir's checkpoint header; None if there is no readable checkpoint."
-    f = Path(run_dir)/CKPT_NAME
-    try:
-        with safe_open(str(f), 'pt') as h: return int(json.loads(h.metadata()['ldm_course'])['step'])
-    except Exception: return None
-
-def kill_when(p: subprocess.Popen, cond, timeout: float = 120, poll: float = 0.01) -> float:
-    "Poll cond() and SIGKILL the run the moment it is true; seconds waited. An error if the run ends first."
-    t0 = time.time()
-    while not cond():
-        if p.poll() is not None: raise RuntimeError(f"run ended (exit {p.returncode}) before the kill condition:\n{output(p)[-3000:]}")
-        if time.time() - t0 > timeout: kill(p); raise RuntimeError(f"kill condition not met in {timeout} s:\n{output(p)[-3000:]}")
-        time.sleep(poll)
-    kill(p)
-    return time.time() - t0
-
-def ckpt_tensors(run_dir) -> dict:
-    "All tensors of run_dir's checkpoint (model, EMA, optimiser state)."
-    return read_checkpoint(Path(run_dir)/CKPT_NAME)[1]
-
-# %% ../nbs/17_scaling.ipynb #58555bea
-def make_messy_image_folder(root, n: int = 24, seed: int = 0) -> list[str]:
-    "Write n readable images of mixed modes, sizes and formats, six broken ones, and captions.csv; returns the broken names."
-    import csv, io, random
-    from PIL import Image
-    root = Path(root); root.mkdir(parents=True, exist_ok=True); rng = random.Random(seed)
-    sizes = [(1, 1), (7, 300), (301, 5), (33, 33), (64, 17), (13, 90), (250, 250), (5, 9)]
-    kinds = [('RGB', 'png'), ('L', 'png'), ('LA', 'png'), ('RGBA', 'png'), ('P', 'gif'), ('CMYK', 'jpg'),
-             ('I;16', 'png'), ('RGB', 'jpg'), ('CMYK', 'tif'), ('RGB', 'bmp'), ('RGBA', 'webp'), ('L', 'JPEG')]
-    names = []
-    for i in range(n):
-        mode, ext = kinds[i % len(kinds)]; w, h = sizes[i % len(sizes)]
-        img = Image.new('RGB', (w, h), tuple(rng.randrange(256) for _ in range(3)))
-        img.paste(tuple(rng.randrange(256) for _ in range(3)), (0, 0, max(1, w // 2), max(1, h // 2)))
-        if mode == 'P': img = img.convert('P'); img.info['transparency'] = 0
-        elif mode == 'I;16': img = Image.new('I;16', (w, h), rng.randrange(65536))
-        else: img = img.convert(mode)
-        name = f"img_{i:02d}_{mode.replace(';', '')}.{ext}"; img.save(root/name); names.append(name)
-    good_jpg = io.BytesIO(); Image.new('RGB', (64, 64), (200, 30, 30)).save(good_jpg, 'JPEG'); jpg = good_jpg.getvalue()
-    good_png = io.BytesIO(); Image.effect_noise((64, 64), 40).save(good_png, 'PNG'); png = bytearray(good_png.getvalue())
-    corrupt = bytearray(png); corrupt[len(png) // 2: len(png) // 2 + 64] = bytes(64)
-    broken = {'truncated.jpg': jpg[:len(jpg) // 2], 'corrupt_chunk.png': bytes(corrupt),
-              'random_bytes.png': bytes(rng.randrange(256) for _ in range(500)), 'empty.jpg': b'',
-              'not_an_image.webp': b'caption: a cat\n', 'truncated.png': bytes(png[:len(png) // 3])}
-    for name, data in broken.items(): (root/name).write_bytes(data)
-    with open(root/'captions.csv', 'w', newline='') as fh:
-        w = csv.writer(fh); w.writerow(['file_name', 'caption'])
-        for i, name in enumerate(names + list(broken)): w.writerow([name, f"picture number {i}"])
-    return sorted(broken)

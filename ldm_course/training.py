@@ -4,28 +4,26 @@
 
 # %% ../nbs/03_training.ipynb #c20f7c73
 from __future__ import annotations
-import contextlib, copy, csv, dataclasses, hashlib, json, math, os, sys, time
+import contextlib, copy, csv, dataclasses, math, os, sys, time
 from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
-import torch.distributed as dist
-from torch.utils.data import DataLoader, RandomSampler, IterableDataset
+from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from safetensors import safe_open
+from fastcore.basics import patch
 from tqdm import tqdm
 import matplotlib.pyplot as plt
 from .core import Config, default_device, runs_dir
+from .checkpoint import CKPT_NAME, check_config, checkpoint_status, decode_optimizer_state, jsonable
+from .checkpoint import load_state, load_weights, read_checkpoint, save_checkpoint
+from .distributed import barrier, ddp_wrap, dist_env, init_distributed, mean_over_ranks, ranks_where, shard_loader
+from .loggers import Logger, check_logger_spec, make_logger
 
 # %% auto #0
-__all__ = ['ADAMW_IMPLS', 'CKPT_NAME', 'CKPT_FORMAT', 'SAVE_PAUSE_ENV', 'METRICS_NAME', 'LOGGER_NAMES', 'TrainConfig', 'lr_at',
-           'ema_decay_at', 'ema_update', 'adamw', 'save_checkpoint', 'read_checkpoint', 'config_diff', 'check_config',
-           'load_weights', 'set_checkpoint_extra', 'load_tensors', 'read_metrics', 'metric_series', 'plot_metrics',
-           'batch_stream', 'to_device', 'dist_env', 'init_distributed', 'RankBatchSampler', 'shard_loader', 'every',
-           'Logger', 'TensorBoardLogger', 'WandbLogger', 'make_logger', 'sample_grid', 'Trainer', 'fit',
-           'checkpoint_status', 'load_or_train']
+__all__ = ['ADAMW_IMPLS', 'METRICS_NAME', 'TrainConfig', 'lr_at', 'ema_decay_at', 'ema_update', 'adamw', 'read_metrics',
+           'metric_series', 'plot_metrics', 'batch_stream', 'to_device', 'every', 'sample_grid', 'decay_groups',
+           'Trainer', 'fit', 'load_or_train']
 
 # %% ../nbs/03_training.ipynb #d0090dcb
 ADAMW_IMPLS = ('fused', 'foreach', 'for-loop', 'default')     # the ways `adamw` can run AdamW
@@ -98,122 +96,6 @@ def adamw(params, impl: str = 'fused', **kw) -> torch.optim.AdamW:
         if impl != 'fused' or 'fused' not in str(e): raise
         return torch.optim.AdamW(params, **kw, foreach=True)
 
-# %% ../nbs/03_training.ipynb #35a902c5
-CKPT_NAME = 'checkpoint.safetensors'
-CKPT_FORMAT = 'ldm_course.checkpoint/1'
-
-def _jsonable(x):
-    "Config → plain JSON types (tuples become lists), so saved and expected configs compare equal."
-    if isinstance(x, Config): x = x.to_dict()
-    return json.loads(json.dumps(x))
-
-def _tensors_of(state: dict, prefix: str) -> dict:
-    # clone: safetensors refuses tensors that share memory (tied weights)
-    return {f"{prefix}{k}": v.detach().to('cpu', copy=True).contiguous() for k, v in state.items() if torch.is_tensor(v)}
-
-SAVE_PAUSE_ENV = 'LDM_SAVE_PAUSE_S'   # fault-injection hook for tests: seconds to sleep between writing and renaming
-
-def _atomic_save_file(tensors: dict, path: Path, meta: dict):
-    "Write to `<path>.tmp`, flush it to disk, then rename over `path`: readers see the old file or the new one, never half of one."
-    tmp = path.with_name(path.name + '.tmp')
-    save_file(tensors, str(tmp), metadata={'ldm_course': json.dumps(meta)})
-    with open(tmp, 'rb+') as fh: os.fsync(fh.fileno())
-    if os.environ.get(SAVE_PAUSE_ENV): time.sleep(float(os.environ[SAVE_PAUSE_ENV]))
-    os.replace(tmp, path)
-
-def save_checkpoint(path, model: nn.Module, meta: dict, ema: nn.Module | None = None, optimizer=None) -> Path:
-    "Write tensors + JSON metadata to one safetensors file, atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = _tensors_of(model.state_dict(), 'model.')
-    if ema is not None: tensors.update(_tensors_of(ema.state_dict(), 'ema.'))
-    meta = dict(meta, format=CKPT_FORMAT, has_ema=ema is not None)
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        scalars = {}
-        for i, st in sd['state'].items():
-            for name, v in st.items():
-                if torch.is_tensor(v): tensors[f"optim.{i}.{name}"] = v.detach().to('cpu', copy=True).contiguous()
-                else: scalars[f"{i}.{name}"] = v
-        meta['optimizer'] = {'param_groups': sd['param_groups'], 'scalars': scalars}
-    _atomic_save_file(tensors, path, meta)
-    cfg_tmp = path.with_name('config.json.tmp')
-    cfg_tmp.write_text(json.dumps({k: v for k, v in meta.items() if k != 'optimizer'}, indent=2))
-    os.replace(cfg_tmp, path.with_name('config.json'))
-    return path
-
-def read_checkpoint(path) -> tuple[dict, dict]:
-    "(metadata, tensors) of a checkpoint, with a clear error for a missing, truncated or foreign file."
-    path = Path(path)
-    if path.is_dir(): path = path/CKPT_NAME
-    if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}: expected a {CKPT_NAME} written by Trainer")
-    try:
-        with safe_open(str(path), 'pt') as f: raw = (f.metadata() or {}).get('ldm_course')
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: checkpoint is truncated or corrupt ({e}); expected a complete safetensors "
-                         f"file written by save_checkpoint — delete it to retrain") from None
-    if raw is None: raise ValueError(f"{path}: a safetensors file without ldm_course metadata; expected a checkpoint written by Trainer")
-    meta = json.loads(raw)
-    if meta.get('format') != CKPT_FORMAT: raise ValueError(f"{path}: checkpoint format {meta.get('format')!r}, expected {CKPT_FORMAT!r}")
-    return meta, tensors
-
-# %% ../nbs/03_training.ipynb #69888cf2
-def config_diff(saved: dict | None, expected) -> list[str]:
-    "Human-readable differences between a saved config dict and an expected Config/dict."
-    saved, expected = _jsonable(saved or {}), _jsonable(expected or {})
-    return [f"{k}: checkpoint has {saved.get(k, '<missing>')!r}, expected {expected.get(k, '<missing>')!r}"
-            for k in sorted(set(saved) | set(expected)) if saved.get(k, '<missing>') != expected.get(k, '<missing>')]
-
-def check_config(meta: dict, expected, what: str = 'model_config', path='checkpoint'):
-    "Raise a ValueError naming each key where the checkpoint's config differs from `expected`."
-    diff = config_diff(meta.get(what), expected)
-    if diff: raise ValueError(f"{path}: {what} does not match the checkpoint: " + '; '.join(diff))
-
-def _load_state(module: nn.Module, tensors: dict, prefix: str, path):
-    sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)}, model {tuple(own[k].shape)}" for k in set(sd) & set(own)
-              if sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f"{path}: weights do not fit {type(module).__name__}: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}")
-    module.load_state_dict(sd)
-
-def load_weights(model: nn.Module, path, model_config=None, ema: bool = True) -> dict:
-    "Load a checkpoint's weights (the EMA's when present and `ema`) into `model`; check its config first. Returns the metadata."
-    meta, tensors = read_checkpoint(path)
-    if model_config is None: model_config = getattr(model, 'config', None)
-    if model_config is not None: check_config(meta, model_config, 'model_config', path)
-    _load_state(model, tensors, 'ema.' if ema and meta.get('has_ema') else 'model.', path)
-    return meta
-
-def set_checkpoint_extra(path, **kw) -> dict:
-    "Store extra JSON values (e.g. a latent scaling factor) in a checkpoint's metadata, atomically."
-    path = Path(path)
-    if path.is_dir(): path = path/CKPT_NAME
-    meta, tensors = read_checkpoint(path)
-    meta['extra'] = {**meta.get('extra', {}), **_jsonable(kw)}
-    _atomic_save_file(tensors, path, meta)
-    return meta
-
-# %% ../nbs/03_training.ipynb #b6027d23
-def load_tensors(path) -> dict:
-    "A dict of tensors from a .safetensors file, or from a torch.save file through torch.load(weights_only=True) (no pickled code runs)."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no weights file at {path}")
-    if path.suffix == '.safetensors':
-        try: return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e: raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    try: obj = torch.load(str(path), map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: refused to load: torch.load(weights_only=True) accepts tensors and plain containers "
-                         f"only, and this file holds something else ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict): obj = obj['state_dict']
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{path}: expected a dict of tensors (a state_dict), got {type(obj).__name__}")
-    return obj
-
 # %% ../nbs/03_training.ipynb #c06d6f08
 METRICS_NAME = 'metrics.csv'
 
@@ -283,47 +165,6 @@ def to_device(batch, device):
     if isinstance(batch, dict): return {k: to_device(v, device) for k, v in batch.items()}
     return batch
 
-# %% ../nbs/03_training.ipynb #0a208cab
-def dist_env() -> tuple[int, int, int]:
-    "(rank, world_size, local_rank) from torchrun's environment variables; (0, 1, 0) in a plain process."
-    return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
-
-def init_distributed(device=None, backend: str | None = None) -> tuple[int, int]:
-    "Join torchrun's process group (gloo on CPU, nccl on CUDA) if there is more than one process; returns (rank, world_size)."
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    rank, world, local = dist_env()
-    if world <= 1: return 0, 1
-    if not dist.is_available(): raise RuntimeError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
-    cuda = (torch.device(device).type == 'cuda') if device is not None else torch.cuda.is_available()
-    backend = backend or ('nccl' if cuda else 'gloo')
-    if cuda: torch.cuda.set_device(local)
-    dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
-
-class RankBatchSampler:
-    "Rank `rank`'s share of `batch_sampler`: global batches rank, rank+world, rank+2*world, ... (equal counts on every rank)."
-    def __init__(self, batch_sampler, rank: int, world: int):
-        if not 0 <= rank < world: raise ValueError(f"rank={rank}: expected 0 <= rank < world={world}")
-        self.batch_sampler, self.rank, self.world = batch_sampler, rank, world
-        self.sampler = getattr(batch_sampler, 'sampler', None)     # so _seed_loader re-seeds the shuffling
-    def __len__(self): return len(self.batch_sampler) // self.world
-    def __iter__(self):
-        n = len(self) * self.world
-        for i, b in enumerate(self.batch_sampler):
-            if i >= n: break
-            if i % self.world == self.rank: yield b
-
-def shard_loader(dl: DataLoader, rank: int, world: int) -> DataLoader:
-    "The same loader (dataset, collate, workers, generator) yielding only rank `rank`'s batches out of `world`."
-    if isinstance(dl.dataset, IterableDataset) or dl.batch_sampler is None:
-        raise ValueError("shard_loader: expected a DataLoader over a map-style dataset with a batch_size; shard an "
-                         "IterableDataset yourself and pass Trainer(..., shard=False)")
-    kw = dict(num_workers=dl.num_workers, collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, timeout=dl.timeout,
-              worker_init_fn=dl.worker_init_fn, generator=dl.generator, persistent_workers=dl.persistent_workers,
-              multiprocessing_context=dl.multiprocessing_context)
-    if dl.num_workers: kw['prefetch_factor'] = dl.prefetch_factor
-    return DataLoader(dl.dataset, batch_sampler=RankBatchSampler(dl.batch_sampler, rank, world), **kw)
-
 # %% ../nbs/03_training.ipynb #abaa940e
 def every(k: int, fn: Callable) -> Callable:
     "A callback that runs fn(trainer) after every k-th optimiser step."
@@ -333,60 +174,6 @@ def every(k: int, fn: Callable) -> Callable:
     return cb
 
 # %% ../nbs/03_training.ipynb #e9c063b0
-class Logger:
-    "Where a run's numbers and pictures go besides metrics.csv; subclass and override what you need."
-    def log_scalars(self, rows: list[dict]): pass          # rows of step, split, name, value
-    def log_image(self, name: str, image: torch.Tensor, step: int): pass   # image: (C, H, W) in [0, 1]
-    def close(self): pass
-
-def _optional(module: str, package: str, what: str):
-    import importlib
-    try: return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"{what} needs the optional package {package!r}: pip install {package}") from e
-
-class TensorBoardLogger(Logger):
-    "Scalars and images to TensorBoard event files in `log_dir` (needs `pip install tensorboard`)."
-    def __init__(self, log_dir):
-        _optional('tensorboard', 'tensorboard', "the 'tensorboard' logger")
-        from torch.utils.tensorboard import SummaryWriter
-        self.log_dir = Path(log_dir); self.writer = SummaryWriter(str(self.log_dir))
-    def log_scalars(self, rows):
-        for r in rows: self.writer.add_scalar(f"{r['split']}/{r['name']}", r['value'], r['step'])
-    def log_image(self, name, image, step): self.writer.add_image(name, image.detach().float().cpu().clamp(0, 1), step)
-    def close(self): self.writer.close()
-
-class WandbLogger(Logger):
-    "Scalars and images to Weights & Biases in `run_dir/wandb`; offline unless WANDB_MODE says otherwise (needs `pip install wandb`)."
-    def __init__(self, run_dir, project: str = 'ldm_course', config: dict | None = None, mode: str | None = None):
-        wandb = _optional('wandb', 'wandb', "the 'wandb' logger")
-        mode = mode or ('offline' if os.environ.get('IN_TEST') else os.environ.get('WANDB_MODE', 'offline'))
-        run_dir = Path(run_dir).resolve(); run_dir.mkdir(parents=True, exist_ok=True)
-        rid = run_dir.name[:40] + '-' + hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]
-        self.run = wandb.init(project=project, dir=str(run_dir), mode=mode, id=rid, name=run_dir.name,
-                              resume='allow', config=config, reinit='finish_previous',
-                              settings=wandb.Settings(silent=True, console='off'))
-        self.wandb = wandb
-    def log_scalars(self, rows):
-        by_step = {}
-        for r in rows: by_step.setdefault(r['step'], {})[f"{r['split']}/{r['name']}"] = r['value']
-        for step, d in sorted(by_step.items()): self.run.log(d, step=step)
-    def log_image(self, name, image, step):
-        arr = (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
-        self.run.log({name: self.wandb.Image(arr)}, step=step)
-    def close(self): self.run.finish()
-
-LOGGER_NAMES = ('csv', 'tensorboard', 'wandb')
-
-def make_logger(spec, run_dir=None, config: dict | None = None) -> Logger | None:
-    "A Logger from a name in LOGGER_NAMES (None for 'csv', which the trainer always writes) or a Logger passed through."
-    if isinstance(spec, Logger): return spec
-    if spec not in LOGGER_NAMES: raise ValueError(f"logger {spec!r}: expected one of {LOGGER_NAMES} or a Logger")
-    if spec == 'csv': return None
-    if run_dir is None: raise ValueError(f"logger {spec!r} writes into the run folder: expected a Trainer with a run_dir")
-    if spec == 'tensorboard': return TensorBoardLogger(Path(run_dir)/'tensorboard')
-    return WandbLogger(run_dir, config=config)
-
 def sample_grid(k: int, fn: Callable, name: str = 'samples', nrow: int | None = None) -> Callable:
     "A callback: every k steps, fn(trainer) -> images in [-1, 1] (N, C, H, W) -> run_dir/samples/<name>_<step>.png and every logger."
     from torchvision.utils import make_grid, save_image
@@ -402,13 +189,14 @@ def sample_grid(k: int, fn: Callable, name: str = 'samples', nrow: int | None = 
         trainer.log_image(name, grid)
     return every(k, draw)
 
-# %% ../nbs/03_training.ipynb #2cbfe059
-class _LossModule(nn.Module):
-    "loss_fn(model, batch) as a module's forward, so DDP sees every parameter the loss uses (whatever methods it calls)."
-    def __init__(self, model: nn.Module, loss_fn: Callable):
-        super().__init__(); self.model, self.loss_fn = model, loss_fn
-    def forward(self, batch): return self.loss_fn(self.model, batch)
+# %% ../nbs/03_training.ipynb #fd86c69b
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    "AdamW parameter groups: weight decay on weight matrices and kernels (ndim >= 2) only, not on biases or norm gains."
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{'params': [p for p in params if p.ndim >= 2], 'weight_decay': weight_decay},
+            {'params': [p for p in params if p.ndim < 2], 'weight_decay': 0.0}]
 
+# %% ../nbs/03_training.ipynb #2cbfe059
 class Trainer:
     "The course's training loop: see the chapter text for what each TrainConfig field does."
     def __init__(self, model: nn.Module, loss_fn: Callable, train_dl: DataLoader, cfg: TrainConfig,
@@ -426,22 +214,15 @@ class Trainer:
         self.model_config = model_config if model_config is not None else getattr(model, 'config', None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks, self.resume = list(callbacks), resume
+        for spec in loggers: check_logger_spec(spec)    # fail now, not after the first hour of training
         self.logger_specs, self.loggers, self._owned = tuple(loggers), [], []
         self.ddp_kwargs, self._ddp = dict(ddp_kwargs or {}), None
-        for spec in self.logger_specs:    # fail now, not after the first hour of training
-            if not isinstance(spec, Logger) and spec not in LOGGER_NAMES:
-                raise ValueError(f"logger {spec!r}: expected one of {LOGGER_NAMES} or a Logger")
         per_epoch = len(self.train_dl) // cfg.grad_accum
         if cfg.epochs is not None and per_epoch < 1:
             raise ValueError(f"{len(self.train_dl)} batches per epoch < grad_accum={cfg.grad_accum}: expected at least one step per epoch")
         self.total_steps = cfg.epochs * per_epoch if cfg.epochs is not None else cfg.steps
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-        self.opt = adamw([{'params': decay, 'weight_decay': cfg.weight_decay}, {'params': no_decay, 'weight_decay': 0.0}],
-                         cfg.optimizer_impl, lr=cfg.lr, betas=tuple(cfg.betas))
-        self.ema = None
-        if cfg.ema_decay is not None:
-            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.opt = adamw(decay_groups(model, cfg.weight_decay), cfg.optimizer_impl, lr=cfg.lr, betas=tuple(cfg.betas))
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.ema_decay is not None else None
         self.step, self.history, self.last_eval, self.saved_step = 0, [], {}, None
 
     @property
@@ -455,186 +236,177 @@ class Trainer:
         "True on the process that writes checkpoints, metrics and logs (rank 0; the only one without DDP)."
         return self.rank == 0
 
-    def meta(self) -> dict:
-        return {'model_class': type(self.model).__name__, 'model_config': _jsonable(self.model_config),
-                'train_config': _jsonable(self.cfg), 'step': self.step, 'total_steps': self.total_steps,
-                'finished': self.finished}
+# %% ../nbs/03_training.ipynb #574aa744
+@patch
+def meta(self: Trainer) -> dict:
+    "What a checkpoint records besides the tensors."
+    return {'model_class': type(self.model).__name__, 'model_config': jsonable(self.model_config),
+            'train_config': jsonable(self.cfg), 'step': self.step, 'total_steps': self.total_steps,
+            'finished': self.finished}
 
-    def save(self, path=None) -> Path:
-        "Write a checkpoint (to run_dir/checkpoint.safetensors by default); with several processes only rank 0 writes."
-        path = path or self.ckpt_path
-        if path is None: raise ValueError("Trainer.save: no path given and no run_dir")
-        path = Path(path)
-        if self.is_main: save_checkpoint(path, self.model, self.meta(), self.ema, self.opt)
-        if path == self.ckpt_path: self.saved_step = self.step
-        return path
+@patch
+def save(self: Trainer, path=None) -> Path:
+    "Write a checkpoint (to run_dir/checkpoint.safetensors by default); with several processes only rank 0 writes."
+    path = path or self.ckpt_path
+    if path is None: raise ValueError("Trainer.save: no path given and no run_dir")
+    path = Path(path)
+    if self.is_main: save_checkpoint(path, self.model, self.meta(), self.ema, self.opt)
+    if path == self.ckpt_path: self.saved_step = self.step
+    return path
 
-    def load(self, path=None):
-        "Restore model, EMA, optimiser and step from a checkpoint (configs must match); every rank loads."
-        path = Path(path or self.ckpt_path)
-        meta, tensors = read_checkpoint(path)
-        if self.model_config is not None: check_config(meta, self.model_config, 'model_config', path)
-        check_config(meta, self.cfg, 'train_config', path)
-        _load_state(self.model, tensors, 'model.', path)
-        if self.ema is not None: _load_state(self.ema, tensors, 'ema.' if meta.get('has_ema') else 'model.', path)
-        if 'optimizer' in meta:
-            o = meta['optimizer']; state = {}
-            for k, v in tensors.items():
-                if k.startswith('optim.'):
-                    _, i, name = k.split('.', 2); state.setdefault(int(i), {})[name] = v
-            for k, v in o['scalars'].items():
-                i, name = k.split('.', 1); state.setdefault(int(i), {})[name] = v
-            self.opt.load_state_dict({'state': state, 'param_groups': o['param_groups']})
-        self.step = int(meta['step'])
-        if path == self.ckpt_path: self.saved_step = self.step
-        if self.run_dir is not None and self.is_main:   # drop metrics logged after the checkpoint (a crash between saves)
-            self.history = [r for r in read_metrics(self.run_dir) if r['step'] <= self.step]
-            _write_metrics(self.run_dir, self.history, mode='w')
-        return meta
+@patch
+def load(self: Trainer, path=None):
+    "Restore model, EMA, optimiser and step from a checkpoint (configs must match); every rank loads."
+    path = Path(path or self.ckpt_path)
+    meta, tensors = read_checkpoint(path)
+    if self.model_config is not None: check_config(meta, self.model_config, 'model_config', path)
+    check_config(meta, self.cfg, 'train_config', path)
+    load_state(self.model, tensors, 'model.', path)
+    if self.ema is not None: load_state(self.ema, tensors, 'ema.' if meta.get('has_ema') else 'model.', path)
+    if 'optimizer' in meta: self.opt.load_state_dict(decode_optimizer_state(tensors, meta['optimizer']))
+    self.step = int(meta['step'])
+    if path == self.ckpt_path: self.saved_step = self.step
+    if self.run_dir is not None and self.is_main:   # drop metrics logged after the checkpoint (a crash between saves)
+        self.history = [r for r in read_metrics(self.run_dir) if r['step'] <= self.step]
+        _write_metrics(self.run_dir, self.history, mode='w')
+    return meta
 
-    def _log(self, rows):
-        self.history += rows
-        if not self.is_main: return
-        if self.run_dir is not None: _write_metrics(self.run_dir, rows)
-        for lg in self.loggers: lg.log_scalars(rows)
+# %% ../nbs/03_training.ipynb #e84b9ebd
+@patch
+def _log(self: Trainer, rows):
+    self.history += rows
+    if not self.is_main: return
+    if self.run_dir is not None: _write_metrics(self.run_dir, rows)
+    for lg in self.loggers: lg.log_scalars(rows)
 
-    def log_image(self, name: str, image: torch.Tensor, step: int | None = None):
-        "Send an image (C, H, W) in [0, 1] to every logger (rank 0 only)."
-        if self.is_main:
-            for lg in self.loggers: lg.log_image(name, image, self.step if step is None else step)
+@patch
+def log_image(self: Trainer, name: str, image: torch.Tensor, step: int | None = None):
+    "Send an image (C, H, W) in [0, 1] to every logger (rank 0 only)."
+    if self.is_main:
+        for lg in self.loggers: lg.log_image(name, image, self.step if step is None else step)
 
-    def evaluate(self) -> dict:
-        "Run eval_fn on the EMA model (else the model) in eval mode without gradients; log the result."
-        if self.eval_fn is None: return {}
-        m = self.eval_model; was = m.training; m.eval()
-        with torch.no_grad(), self._autocast(): res = {k: float(v) for k, v in self.eval_fn(m).items()}
-        m.train(was)
-        self._log([dict(step=self.step, split='eval', name=k, value=v) for k, v in res.items()])
-        self.last_eval = res
-        return res
+@patch
+def evaluate(self: Trainer) -> dict:
+    "Run eval_fn on the EMA model (else the model) in eval mode without gradients; log the result."
+    if self.eval_fn is None: return {}
+    m = self.eval_model; was = m.training; m.eval()
+    with torch.no_grad(), self._autocast(): res = {k: float(v) for k, v in self.eval_fn(m).items()}
+    m.train(was)
+    self._log([dict(step=self.step, split='eval', name=k, value=v) for k, v in res.items()])
+    self.last_eval = res
+    return res
 
-    def _autocast(self):
-        return torch.autocast('cuda', dtype=torch.bfloat16, enabled=self.cfg.bf16 and self.device.type == 'cuda')
+@patch
+def _autocast(self: Trainer):
+    return torch.autocast('cuda', dtype=torch.bfloat16, enabled=self.cfg.bf16 and self.device.type == 'cuda')
 
-    def _barrier(self):
-        if self.world > 1: dist.barrier()
+# %% ../nbs/03_training.ipynb #8c79c4fd
+@patch
+def _stop_nonfinite(self: Trainer, what: str):
+    ck = (f"the last good checkpoint {self.ckpt_path} (step {self.saved_step}) is kept" if self.saved_step is not None
+          else "no checkpoint of this run was written")
+    raise FloatingPointError(f"{what} at step {self.step} (a NaN/Inf): stopping; {ck}; "
+                             f"try a lower lr (now {lr_at(self.step, self.cfg, self.total_steps):.3g}) or grad_clip")
 
-    def _mean_over_ranks(self, d: dict) -> dict:
-        "The mean of each logged term over the ranks (one all-reduce): the numbers of the whole global batch."
-        if self.world == 1 or not d: return d
-        t = torch.tensor(list(d.values()), dtype=torch.float64, device=self.device)
-        dist.all_reduce(t); t /= self.world
-        return dict(zip(d, t.tolist()))
+@patch
+def _check_finite(self: Trainer, loss):
+    if self.world == 1:
+        if not torch.isfinite(loss): self._stop_nonfinite(f"loss is {loss.item()}")
+        return
+    # every rank must stop together, or the others wait forever in the next all-reduce
+    bad = ranks_where(not torch.isfinite(loss), self.device)
+    if bad: self._stop_nonfinite(f"loss is NaN/Inf on rank(s) {bad}")
 
-    def _ddp_model(self):
-        "The model and loss wrapped in DistributedDataParallel (made once, after any resume)."
-        if self.world == 1: return None
-        if self._ddp is None:
-            from torch.nn.parallel import DistributedDataParallel
-            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == 'cuda' else None
-            self._ddp = DistributedDataParallel(_LossModule(self.model, self.loss_fn), device_ids=ids, **self.ddp_kwargs)
-            # DDP copied rank 0's weights to every rank; a fresh EMA must start from those too
-            if self.ema is not None and self.step == 0: self.ema.load_state_dict(self.model.state_dict())
-        return self._ddp
+@patch
+def _ddp_model(self: Trainer):
+    "The model and loss wrapped in DistributedDataParallel (made once, after any resume); None in one process."
+    if self.world == 1: return None
+    if self._ddp is None:
+        self._ddp = ddp_wrap(self.model, self.loss_fn, self.device, **self.ddp_kwargs)
+        # DDP copied rank 0's weights to every rank; a fresh EMA must start from those too
+        if self.ema is not None and self.step == 0: self.ema.load_state_dict(self.model.state_dict())
+    return self._ddp
 
-    def _stop_nonfinite(self, what: str):
-        ck = (f"the last good checkpoint {self.ckpt_path} (step {self.saved_step}) is kept" if self.saved_step is not None
-              else "no checkpoint of this run was written")
-        raise FloatingPointError(f"{what} at step {self.step} (a NaN/Inf): stopping; {ck}; "
-                                 f"try a lower lr (now {lr_at(self.step, self.cfg, self.total_steps):.3g}) or grad_clip")
+# %% ../nbs/03_training.ipynb #731fd99e
+@patch
+def _one_step(self: Trainer, stream) -> dict:
+    cfg, terms, ddp = self.cfg, {}, self._ddp_model()
+    # this step's randomness depends on (seed, step) only (and on the rank: each rank draws different noise)
+    torch.manual_seed(cfg.seed * 1_000_003 + self.step + self.rank * 2**40)
+    for i in range(cfg.grad_accum):
+        batch = to_device(next(stream), self.device)
+        # DDP all-reduces gradients during backward; skip that on all but the last micro-batch of the step
+        sync = ddp is None or i == cfg.grad_accum - 1
+        with contextlib.nullcontext() if sync else ddp.no_sync():
+            with self._autocast(): loss, logs = ddp(batch) if ddp is not None else self.loss_fn(self.model, batch)
+            self._check_finite(loss)
+            (loss / cfg.grad_accum).backward()
+        for k, v in {'loss': loss, **logs}.items():
+            terms[k] = terms.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / cfg.grad_accum
+    if cfg.grad_clip is not None:
+        terms['grad_norm'] = float(nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        if not math.isfinite(terms['grad_norm']): self._stop_nonfinite(f"the gradient norm is {terms['grad_norm']}")
+    lr = lr_at(self.step, cfg, self.total_steps)
+    for g in self.opt.param_groups: g['lr'] = lr
+    self.opt.step(); self.opt.zero_grad(set_to_none=True)
+    if self.ema is not None: ema_update(self.ema, self.model, ema_decay_at(self.step, cfg.ema_decay))
+    self.step += 1
+    terms['lr'] = lr
+    return terms
 
-    def _check_finite(self, loss):
-        if self.world == 1:
-            if not torch.isfinite(loss): self._stop_nonfinite(f"loss is {loss.item()}")
-            return
-        # every rank must stop together, or the others wait forever in the next all-reduce
-        bad = torch.zeros(self.world, device=self.device); bad[self.rank] = float(not torch.isfinite(loss))
-        dist.all_reduce(bad)
-        if bad.any(): self._stop_nonfinite(f"loss is NaN/Inf on rank(s) {bad.nonzero().flatten().tolist()}")
+# %% ../nbs/03_training.ipynb #581f0701
+@patch
+def _open_loggers(self: Trainer):
+    if not self.is_main: return
+    cfg = {'train_config': jsonable(self.cfg), 'model_config': jsonable(self.model_config)}
+    for spec in self.logger_specs:
+        lg = make_logger(spec, self.run_dir, cfg)
+        if lg is None: continue
+        self.loggers.append(lg)
+        if not isinstance(spec, Logger): self._owned.append(lg)   # Logger objects passed in are the caller's to close
 
-    def _one_step(self, stream) -> dict:
-        cfg, terms, ddp = self.cfg, {}, self._ddp_model()
-        # this step's randomness depends on (seed, step) only (and on the rank: each rank draws different noise)
-        torch.manual_seed(cfg.seed * 1_000_003 + self.step + self.rank * 2**40)
-        for i in range(cfg.grad_accum):
-            batch = to_device(next(stream), self.device)
-            # DDP all-reduces gradients during backward; skip that on all but the last micro-batch of the step
-            sync = ddp is None or i == cfg.grad_accum - 1
-            with contextlib.nullcontext() if sync else ddp.no_sync():
-                with self._autocast(): loss, logs = ddp(batch) if ddp is not None else self.loss_fn(self.model, batch)
-                self._check_finite(loss)
-                (loss / cfg.grad_accum).backward()
-            for k, v in {'loss': loss, **logs}.items():
-                terms[k] = terms.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / cfg.grad_accum
-        if cfg.grad_clip is not None:
-            terms['grad_norm'] = float(nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
-            if not math.isfinite(terms['grad_norm']): self._stop_nonfinite(f"the gradient norm is {terms['grad_norm']}")
-        lr = lr_at(self.step, cfg, self.total_steps)
-        for g in self.opt.param_groups: g['lr'] = lr
-        self.opt.step(); self.opt.zero_grad(set_to_none=True)
-        if self.ema is not None: ema_update(self.ema, self.model, ema_decay_at(self.step, cfg.ema_decay))
-        self.step += 1
-        terms['lr'] = lr
-        return terms
+@patch
+def _close_loggers(self: Trainer):
+    for lg in self._owned: lg.close()
+    self.loggers, self._owned = [], []
 
-    def _open_loggers(self):
-        if not self.is_main: return
-        cfg = {'train_config': _jsonable(self.cfg), 'model_config': _jsonable(self.model_config)}
-        for spec in self.logger_specs:
-            lg = make_logger(spec, self.run_dir, cfg)
-            if lg is None: continue
-            self.loggers.append(lg)
-            if not isinstance(spec, Logger): self._owned.append(lg)   # Logger objects passed in are the caller's to close
-
-    def _close_loggers(self):
-        for lg in self._owned: lg.close()
-        self.loggers, self._owned = [], []
-
-    def fit(self, until: int | None = None) -> 'Trainer':
-        "Train to the end (or until step `until`), resuming from run_dir's checkpoint if there is one."
-        cfg = self.cfg
-        if self.resume and self.ckpt_path is not None and self.ckpt_path.exists() and self.step == 0: self.load()
-        stop = min(self.total_steps, until) if until is not None else self.total_steps
-        if self.step >= stop: return self
-        self.model.train()
-        stream = batch_stream(self.train_dl, cfg.seed, start=self.step * cfg.grad_accum)
-        acc, n_acc = {}, 0
-        bar = tqdm(total=stop, initial=self.step, disable=not cfg.progress or not self.is_main, file=sys.stdout,
-                   mininterval=2, ncols=90)
-        try:
-            self._open_loggers()
-            while self.step < stop:
-                with torch.enable_grad(): terms = self._one_step(stream)   # whatever the caller's autograd mode
-                for k, v in terms.items(): acc[k] = acc.get(k, 0.0) + v
-                n_acc += 1; bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == stop:
-                    means = self._mean_over_ranks({k: v / n_acc for k, v in acc.items()})
-                    self._log([dict(step=self.step, split='train', name=k, value=v) for k, v in means.items()])
-                    bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
-                    acc, n_acc = {}, 0
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.total_steps: self.evaluate()
-                for cb in self.callbacks: cb(self)
-                if self.run_dir is not None and ((cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == stop):
-                    self.save(); self._barrier()     # no rank runs ahead of a checkpoint it might need to resume from
-        finally:
-            bar.close(); self._close_loggers()
-        return self
+# %% ../nbs/03_training.ipynb #700c3b2f
+@patch
+def fit(self: Trainer, until: int | None = None) -> 'Trainer':
+    "Train to the end (or until step `until`), resuming from run_dir's checkpoint if there is one."
+    cfg = self.cfg
+    if self.resume and self.ckpt_path is not None and self.ckpt_path.exists() and self.step == 0: self.load()
+    stop = min(self.total_steps, until) if until is not None else self.total_steps
+    if self.step >= stop: return self
+    self.model.train()
+    stream = batch_stream(self.train_dl, cfg.seed, start=self.step * cfg.grad_accum)
+    acc, n_acc = {}, 0
+    bar = tqdm(total=stop, initial=self.step, disable=not cfg.progress or not self.is_main, file=sys.stdout,
+               mininterval=2, ncols=90)
+    try:
+        self._open_loggers()
+        while self.step < stop:
+            with torch.enable_grad(): terms = self._one_step(stream)   # whatever the caller's autograd mode
+            for k, v in terms.items(): acc[k] = acc.get(k, 0.0) + v
+            n_acc += 1; bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == stop:
+                means = mean_over_ranks({k: v / n_acc for k, v in acc.items()}, self.device)
+                self._log([dict(step=self.step, split='train', name=k, value=v) for k, v in means.items()])
+                bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+                acc, n_acc = {}, 0
+            if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.total_steps: self.evaluate()
+            for cb in self.callbacks: cb(self)
+            if self.run_dir is not None and ((cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == stop):
+                self.save(); barrier()     # no rank runs ahead of a checkpoint it might need to resume from
+    finally:
+        bar.close(); self._close_loggers()
+    return self
 
 def fit(model, loss_fn, train_dl, cfg: TrainConfig, **kw) -> Trainer:
     "Shorthand: Trainer(model, loss_fn, train_dl, cfg, **kw).fit()."
     return Trainer(model, loss_fn, train_dl, cfg, **kw).fit()
 
 # %% ../nbs/03_training.ipynb #53b668ba
-def checkpoint_status(path, model_config, train_config) -> str:
-    "'missing', 'mismatch: ...', 'unfinished' or 'ok' for the checkpoint at `path`."
-    path = Path(path)
-    if not path.exists(): return 'missing'
-    try: meta, _ = read_checkpoint(path)
-    except ValueError as e: return f"mismatch: {e}"
-    diff = config_diff(meta.get('model_config'), model_config) + config_diff(meta.get('train_config'), train_config)
-    if diff: return 'mismatch: ' + '; '.join(diff)
-    return 'ok' if meta.get('finished') else 'unfinished'
-
 def load_or_train(name: str, model_config: Config, build_model: Callable, train_fn: Callable,
                   train_config: TrainConfig, ema: bool = True, verbose: bool = True) -> nn.Module:
     "Load runs_dir(name)'s checkpoint if it matches both configs and is finished, else (re)train now. Returns the model in eval mode."
