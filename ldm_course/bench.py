@@ -260,7 +260,7 @@ def ratio_row(rows: list[dict]) -> dict:
     return {'model': f"ratio {rows[1]['model']}/{rows[0]['model']}", 'ms/step': rows[1]['ms/step'] / rows[0]['ms/step'],
             'peak MiB': rows[1]['peak MiB'] / rows[0]['peak MiB'] if rows[0]['peak MiB'] else None}
 
-# %% ../nbs/18_benchmarks.ipynb #facfd107
+# %% ../nbs/18_benchmarks.ipynb #c574a9f9
 def diffusers_scheduler(name: str, sched: NoiseScheduler):
     "diffusers' scheduler for our sampler `name` ('ddim' or 'dpmpp_2m') on the betas of `sched`, trailing spacing."
     d = _diffusers()
@@ -281,6 +281,7 @@ def diffusers_sample(unet: nn.Module, scheduler, steps: int, x_T: torch.Tensor, 
         x = scheduler.step(u + scale * (c - u), t, x).prev_sample
     return x
 
+# %% ../nbs/18_benchmarks.ipynb #d31183a2
 @torch.no_grad()
 def course_sample(unet: nn.Module, sampler: str, sched: NoiseScheduler, steps: int, x_T: torch.Tensor, cond: dict, uncond: dict,
                   scale: float) -> torch.Tensor:
@@ -297,6 +298,7 @@ def null_condition(cond: dict, cfg: UNetConfig) -> dict:
         out['context_mask'] = torch.zeros_like(cond['context_mask']); out['context_mask'][:, 0] = True
     return out
 
+# %% ../nbs/18_benchmarks.ipynb #52d824da
 def bench_sampling(course: nn.Module, theirs: nn.Module, cfg: UNetConfig, batch: int = 4, device='cpu', steps=(25, 50),
                    samplers=('ddim', 'dpmpp_2m'), scale: float = 5.0, repeats: int = 3, autocast_dtype: torch.dtype | None = None) -> list[dict]:
     "Images/s of CFG sampling: our samplers + `course` vs diffusers' schedulers + `theirs`; one row per (sampler, steps)."
