@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['env_flag', 'is_quick', 'pick', 'default_device', 'seed_everything', 'run_info', 'runs_dir', 'Config']
+__all__ = ['RESULTS_ENV', 'env_flag', 'is_quick', 'pick', 'default_device', 'seed_everything', 'run_info', 'runs_dir', 'record',
+           'render_results', 'Config']
 
 # %% ../nbs/00_core.ipynb #18f60f10
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
@@ -58,6 +59,36 @@ def runs_dir(name: str | None = None) -> Path:
     "Folder for run `name` (not created): `$LDM_RUNS/<quick|full>/<name>`, `LDM_RUNS` defaulting to `_runs`."
     root = Path(os.environ.get('LDM_RUNS') or '_runs')/('quick' if is_quick() else 'full')
     return root/name if name else root
+
+# %% ../nbs/00_core.ipynb #b89bf0ba
+RESULTS_ENV = 'LDM_RESULTS'
+_KEY = r'[a-z0-9_]+(?:\.[a-z0-9_]+)*'
+
+def record(key: str, value, path=None):
+    "Store a measured figure under `key` (e.g. 'vae.psnr') in the results file `path` or `$LDM_RESULTS`; a no-op when neither is set. Returns `value`."
+    import re
+    path = path or os.environ.get(RESULTS_ENV)
+    if not isinstance(key, str) or not re.fullmatch(_KEY, key):
+        raise ValueError(f"record: key {key!r}: expected lower-case dotted words such as 'vae.psnr'")
+    v = value.item() if isinstance(value, (torch.Tensor, np.generic)) else value
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (isinstance(v, float) and not np.isfinite(v)):
+        raise TypeError(f"record: {key!r} = {value!r}: expected a finite number or a string")
+    if not path: return value
+    p = Path(path)
+    d = json.loads(p.read_text()) if p.exists() else {}
+    d[key] = v
+    tmp = p.with_name(p.name + '.tmp'); tmp.write_text(json.dumps(d, indent=1, sort_keys=True, ensure_ascii=False) + '\n')
+    tmp.replace(p)                                                    # atomic: a killed run never leaves half a file
+    return value
+
+def render_results(template: str, results: dict) -> str:
+    "Fill every `{key}` / `{key:format}` placeholder of `template` with the recorded figure."
+    import re
+    def fill(m):
+        key, fmt = m.group(1), m.group(2) or ''
+        if key not in results: raise KeyError(f"render_results: no recorded figure {key!r} (recorded: {len(results)} keys)")
+        return format(results[key], fmt)
+    return re.sub(r'\{(' + _KEY + r')(?::([^{}]*))?\}', fill, template)
 
 # %% ../nbs/00_core.ipynb #06e0a67b
 def _check_type(key: str, value, tp):

@@ -13,6 +13,10 @@ HEADER = "<!-- Generated from nbs/index.ipynb by `./course.sh readme`: edit the 
 def render() -> str:
     nb = nbformat.read(ROOT/'nbs'/'index.ipynb', as_version=4)
     nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith(('#| hide', '#|hide'))]
+    for i, c in enumerate(nb.cells):            # `#| echo: false`: the README shows what the cell displayed, not its code
+        if c.cell_type == 'code' and c.source.lstrip().startswith(('#| echo: false', '#|echo: false')):
+            shown = [o['data']['text/markdown'] for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]
+            nb.cells[i] = nbformat.v4.new_markdown_cell('\n\n'.join(shown))
     body, _ = MarkdownExporter().from_notebook_node(nb)
     return HEADER + body.strip() + '\n'
 
