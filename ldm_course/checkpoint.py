@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_checkpoint.ipynb #17511e30
 from __future__ import annotations
-import json, os, time
+import contextlib, errno, json, os, re, time
 from pathlib import Path
 import torch
 from torch import nn
@@ -59,14 +59,19 @@ SAVE_PAUSE_ENV = 'LDM_SAVE_PAUSE_S'   # fault-injection hook for tests: seconds 
 def _atomic_save_file(tensors: dict, path: Path, meta: dict):
     "Write to `<path>.tmp`, flush it to disk, then rename over `path`: readers see the old file or the new one, never half of one."
     tmp = path.with_name(path.name + '.tmp')
-    save_file(tensors, str(tmp), metadata={'ldm_course': json.dumps(meta)})
-    with open(tmp, 'rb+') as fh: os.fsync(fh.fileno())
-    if os.environ.get(SAVE_PAUSE_ENV): time.sleep(float(os.environ[SAVE_PAUSE_ENV]))
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata={'ldm_course': json.dumps(meta)})
+        with open(tmp, 'rb+') as fh: os.fsync(fh.fileno())
+        if os.environ.get(SAVE_PAUSE_ENV): time.sleep(float(os.environ[SAVE_PAUSE_ENV]))
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        raise _write_error(path, tmp, e, f"the previous {path.name} there, if any, is unchanged") from None
 
 def save_checkpoint(path, model: nn.Module, meta: dict, ema: nn.Module | None = None, optimizer=None) -> Path:
     "Write tensors + JSON metadata to one safetensors file, atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    try: path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise _write_error(path, path, e, "nothing was written") from None
     tensors = _tensors_of(model.state_dict(), 'model.')
     if ema is not None: tensors.update(_tensors_of(ema.state_dict(), 'ema.'))
     meta = dict(meta, format=CKPT_FORMAT, has_ema=ema is not None)
@@ -75,9 +80,20 @@ def save_checkpoint(path, model: nn.Module, meta: dict, ema: nn.Module | None = 
         tensors.update(opt_tensors)
     _atomic_save_file(tensors, path, meta)
     cfg_tmp = path.with_name('config.json.tmp')
-    cfg_tmp.write_text(json.dumps({k: v for k, v in meta.items() if k != 'optimizer'}, indent=2))
-    os.replace(cfg_tmp, path.with_name('config.json'))
+    try:
+        cfg_tmp.write_text(json.dumps({k: v for k, v in meta.items() if k != 'optimizer'}, indent=2))
+        os.replace(cfg_tmp, path.with_name('config.json'))
+    except OSError as e:
+        raise _write_error(path.with_name('config.json'), cfg_tmp, e, f"{path} itself was written completely") from None
     return path
+
+# %% ../nbs/03_checkpoint.ipynb #7fecf9bd
+def _write_error(path: Path, tmp: Path, e: Exception, kept: str) -> OSError:
+    "One OSError saying what could not be written, where and why (safetensors reports I/O errors as SafetensorError)."
+    with contextlib.suppress(OSError): tmp.unlink(missing_ok=True)
+    m = re.search(r'os error (\d+)', str(e))
+    code = getattr(e, 'errno', None) or (int(m[1]) if m else errno.EIO)
+    return OSError(code, f"could not write {path}: {os.strerror(code)} — is the disk full or the folder read-only? {kept}")
 
 # %% ../nbs/03_checkpoint.ipynb #2edd42dd
 def read_checkpoint(path) -> tuple[dict, dict]:
@@ -97,15 +113,18 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     return meta, tensors
 
 # %% ../nbs/03_checkpoint.ipynb #d1de4e7a
-def config_diff(saved: dict | None, expected) -> list[str]:
-    "Human-readable differences between a saved config dict and an expected Config/dict."
+def config_diff(saved: dict | None, expected, ignore=None) -> list[str]:
+    "Human-readable differences between a saved config dict and an expected Config/dict, except the keys in `ignore`."
+    # by default the expected config's `cosmetic` fields (TrainConfig: progress, log_every, ...) do not count: they
+    # change what is shown or saved, not the weights, so a finished model is not thrown away over them
+    if ignore is None: ignore = getattr(expected, 'cosmetic', ())
     saved, expected = jsonable(saved or {}), jsonable(expected or {})
     return [f"{k}: checkpoint has {saved.get(k, '<missing>')!r}, expected {expected.get(k, '<missing>')!r}"
-            for k in sorted(set(saved) | set(expected)) if saved.get(k, '<missing>') != expected.get(k, '<missing>')]
+            for k in sorted((set(saved) | set(expected)) - set(ignore)) if saved.get(k, '<missing>') != expected.get(k, '<missing>')]
 
-def check_config(meta: dict, expected, what: str = 'model_config', path='checkpoint'):
-    "Raise a ValueError naming each key where the checkpoint's config differs from `expected`."
-    diff = config_diff(meta.get(what), expected)
+def check_config(meta: dict, expected, what: str = 'model_config', path='checkpoint', ignore=None):
+    "Raise a ValueError naming each key where the checkpoint's config differs from `expected` (see `config_diff`)."
+    diff = config_diff(meta.get(what), expected, ignore)
     if diff: raise ValueError(f"{path}: {what} does not match the checkpoint: " + '; '.join(diff))
 
 # %% ../nbs/03_checkpoint.ipynb #3698ec84

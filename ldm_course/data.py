@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #bf784340
 from __future__ import annotations
-import csv, gzip, struct, warnings
+import csv, gzip, io, struct, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -166,29 +166,56 @@ def show_images(x, nrow: int | None = None, titles=None, title: str | None = Non
 # %% ../nbs/01_data.ipynb #f46fd738
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
 
+def _read_text(f: Path) -> str:
+    "A text file's contents: UTF-8, with or without the byte-order mark spreadsheet programs write; else an error naming the file."
+    try: return f.read_text(encoding='utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{f}: not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
+                         "expected captions saved as UTF-8") from None
+
+def _csv_captions(f: Path) -> dict[str, str]:
+    "file_name -> caption from a CSV with a header; a row without a caption or with more fields than the header names its line."
+    rows = csv.DictReader(io.StringIO(_read_text(f), newline=''))
+    if rows.fieldnames is None or not {'file_name', 'caption'} <= set(rows.fieldnames):
+        raise ValueError(f"{f}: expected a header with columns 'file_name' and 'caption', got {rows.fieldnames}")
+    caps = {}
+    for r in rows:    # fail here, before any training, not when the caption is first used
+        where = f"{f}, line {rows.line_num}"
+        if None in r: raise ValueError(f"{where}: more fields than the header has ({r[None]}); quote a caption that contains commas")
+        if r['caption'] is None or not r['caption'].strip():
+            raise ValueError(f"{where}: no caption for {r['file_name']!r}; expected a row file_name,caption")
+        caps[r['file_name']] = r['caption']
+    return caps
+
 def read_captions(root) -> dict[str, str]:
     "Captions keyed by file name, from `captions.csv`/`metadata.csv` (file_name,caption) or per-image `.txt` files."
     root = Path(root)
     for name in ('captions.csv', 'metadata.csv'):
-        f = root/name
-        if f.is_file():
-            with open(f, newline='', encoding='utf-8') as fh:
-                rows = list(csv.DictReader(fh))
-            if not rows or not {'file_name', 'caption'} <= set(rows[0]):
-                raise ValueError(f"{f}: expected a header with columns 'file_name' and 'caption'")
-            return {r['file_name']: r['caption'] for r in rows}
-    return {p.name: p.with_suffix('.txt').read_text(encoding='utf-8').strip()
+        if (root/name).is_file(): return _csv_captions(root/name)
+    return {p.name: _read_text(p.with_suffix('.txt')).strip()
             for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.with_suffix('.txt').is_file()}
 
+# %% ../nbs/01_data.ipynb #a281d184
+def _to_8bit(img: Image.Image, path) -> Image.Image:
+    "16- and 32-bit integer greyscale (modes I;16*, I) scaled to 8 bits: Pillow's own convert clips them at 255 (white)."
+    if img.mode == 'F': raise ValueError(f"{path}: floating-point pixels (mode F) have no fixed range; expected 8- or 16-bit images")
+    if not (img.mode == 'I' or img.mode.startswith('I;16')): return img
+    a = np.asarray(img).astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(f"{path}: {img.mode} pixel values in [{a.min()}, {a.max()}]; expected 8- or 16-bit images (0..65535)")
+    return Image.fromarray(((a + 128) // 257).astype(np.uint8))     # mode L; round(v / 257): 65535 -> 255, 32768 -> 128
+
 def load_rgb(path, background=(255, 255, 255)) -> Image.Image:
-    "Open any image (L, P, RGBA, CMYK, ...) as RGB, compositing transparency over `background`."
+    "Open any image (L, P, RGBA, CMYK, 16-bit, ...) as RGB, compositing transparency over `background`."
     img = Image.open(path); img.load()
+    img = _to_8bit(img, path)
     if img.mode in ('RGBA', 'LA', 'PA') or (img.mode == 'P' and 'transparency' in img.info):
         img = img.convert('RGBA')
         bg = Image.new('RGBA', img.size, tuple(background) + (255,))
         img = Image.alpha_composite(bg, img)
     return img.convert('RGB')
 
+# %% ../nbs/01_data.ipynb #fae008e8
 class CaptionedImageFolder(Dataset):
     "A folder of images with captions, as (image in [-1, 1] of shape (3, size, size), caption) pairs."
     def __init__(self, root, size: int = 32, on_error: str = 'raise', background=(255, 255, 255)):
@@ -204,8 +231,10 @@ class CaptionedImageFolder(Dataset):
                              "captions.csv/metadata.csv (file_name,caption) or a .txt file beside each image")
         good, bad = [], []
         for p in files:
+            # an image over Pillow's decompression-bomb limit is one unreadable file, not the end of the folder
             try: load_rgb(p, background)
-            except (UnidentifiedImageError, OSError, ValueError) as e: bad.append((p.name, f"{type(e).__name__}: {e}"))
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+                bad.append((p.name, f"{type(e).__name__}: {e}"))
             else: good.append(p)
         if bad and on_error == 'raise':
             raise ValueError(f"{root}: {len(bad)} unreadable image(s): {bad[:5]} (use on_error='report' to skip them)")

@@ -94,6 +94,11 @@ class NoiseScheduler:
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
         "Sample q(x_t | x_0): √ᾱ_t · x0 + √(1 - ᾱ_t) · noise."
         if x0.shape != noise.shape: raise ValueError(f"x0 and noise must have the same shape, got {tuple(x0.shape)} and {tuple(noise.shape)}")
+        # integer images would make the coefficients integers too (√ᾱ_t → 0): the result would be all zeros
+        for k, v in (('x0', x0), ('noise', noise)):
+            if not v.is_floating_point():
+                raise TypeError(f"add_noise: {k} has dtype {v.dtype}; expected floats — convert images to float in [-1, 1] "
+                                "first (e.g. to_model_range for uint8)")
         if not torch.isfinite(x0).all(): raise ValueError("x0 contains NaN or Inf values")
         a, s = self._coefs(x0, t)
         return a * x0 + s * noise

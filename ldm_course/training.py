@@ -4,9 +4,9 @@
 
 # %% ../nbs/03_training.ipynb #c20f7c73
 from __future__ import annotations
-import contextlib, copy, csv, dataclasses, math, os, sys, time
+import contextlib, copy, csv, dataclasses, itertools, math, os, sys, time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
@@ -21,16 +21,50 @@ from .distributed import barrier, ddp_wrap, dist_env, init_distributed, mean_ove
 from .loggers import Logger, check_logger_spec, make_logger
 
 # %% auto #0
-__all__ = ['ADAMW_IMPLS', 'METRICS_NAME', 'TrainConfig', 'lr_at', 'ema_decay_at', 'ema_update', 'adamw', 'read_metrics',
-           'metric_series', 'plot_metrics', 'batch_stream', 'to_device', 'every', 'sample_grid', 'decay_groups',
-           'Trainer', 'fit', 'load_or_train']
+__all__ = ['ADAMW_IMPLS', 'TRAIN_RANGES', 'METRICS_NAME', 'INIT_SEED_OFFSET', 'check_train_ranges', 'TrainConfig', 'lr_at',
+           'ema_decay_at', 'ema_update', 'adamw', 'read_metrics', 'metric_series', 'plot_metrics', 'batch_stream',
+           'to_device', 'every', 'sample_grid', 'decay_groups', 'Trainer', 'fit', 'load_or_train']
 
-# %% ../nbs/03_training.ipynb #d0090dcb
+# %% ../nbs/03_training.ipynb #9b5ea13e
 ADAMW_IMPLS = ('fused', 'foreach', 'for-loop', 'default')     # the ways `adamw` can run AdamW
 
+_int_ge = lambda lo: (lambda v: v >= lo)
+TRAIN_RANGES = {     # field -> (is the value in range?, the range in words); every TrainConfig field has one
+    'steps': (_int_ge(1), 'an int >= 1'), 'epochs': (lambda v: v is None or v >= 1, 'None or an int >= 1'),
+    'batch_size': (_int_ge(1), 'an int >= 1'),
+    'lr': (lambda v: 0 < v < math.inf, 'a finite number > 0 (0 would not train)'),
+    'weight_decay': (lambda v: 0 <= v < math.inf, 'a finite number >= 0'),
+    'betas': (lambda v: all(0 <= b < 1 for b in v), 'two numbers in [0, 1)'),
+    'warmup_steps': (_int_ge(0), 'an int >= 0'),
+    'schedule': (lambda v: v in ('cosine', 'constant'), "'cosine' or 'constant'"),
+    'min_lr_ratio': (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
+    # a negative max norm flips the gradient (ascent), 0 zeroes it (no learning): None is how to turn clipping off
+    'grad_clip': (lambda v: v is None or 0 < v < math.inf, 'a finite number > 0, or None for no clipping'),
+    'grad_accum': (_int_ge(1), 'an int >= 1'), 'bf16': (lambda v: isinstance(v, bool), 'True or False'),
+    'ema_decay': (lambda v: v is None or 0 < v < 1, 'None or a number in (0, 1)'),
+    'eval_every': (_int_ge(0), 'an int >= 0 (0: only at the end)'), 'log_every': (_int_ge(1), 'an int >= 1'),
+    'ckpt_every': (_int_ge(0), 'an int >= 0 (0: only at the end)'),
+    'seed': (lambda v: 0 <= v < 2**32, 'an int in [0, 2**32)'), 'progress': (lambda v: isinstance(v, bool), 'True or False'),
+    'optimizer_impl': (lambda v: v in ADAMW_IMPLS, f"one of {ADAMW_IMPLS}"),
+}
+
+def check_train_ranges(cfg: 'TrainConfig'):
+    "Raise a ValueError naming the first setting outside its range and the range expected; `cosmetic` must name fields."
+    name = type(cfg).__name__
+    for k, (ok, want) in TRAIN_RANGES.items():
+        v = getattr(cfg, k)
+        if not ok(v): raise ValueError(f"{name}.{k}={v!r}: expected {want}")
+    unknown = sorted(set(cfg.cosmetic) - {f.name for f in dataclasses.fields(cfg)})
+    if unknown: raise ValueError(f"{name}.cosmetic names {unknown}: expected names of {name}'s own fields")
+
+# %% ../nbs/03_training.ipynb #d0090dcb
 @dataclasses.dataclass
 class TrainConfig(Config):
     "Everything that decides how a model is trained (not what the model is)."
+    # Settings that change only what is shown, logged or saved, never the weights: a checkpoint trained with other
+    # values of these is the same model, so `checkpoint_status`/`Trainer.load` do not compare them. Every other field
+    # (also each one a subclass adds) counts; a subclass extends this for its own, e.g. `TrainConfig.cosmetic + ('test_limit',)`.
+    cosmetic: ClassVar[tuple[str, ...]] = ('progress', 'log_every', 'ckpt_every', 'eval_every')
     steps: int = 1000                  # optimiser steps (ignored when `epochs` is set)
     epochs: int | None = None          # if set: steps = epochs * (batches per epoch // grad_accum)
     batch_size: int = 64               # for the chapter's data loaders (the Trainer takes the loader as given)
@@ -40,28 +74,20 @@ class TrainConfig(Config):
     warmup_steps: int = 0              # linear warm-up from 0 to `lr`
     schedule: str = 'cosine'           # 'cosine' (to min_lr_ratio*lr at the last step) or 'constant'
     min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0      # clip the global gradient norm (None: no clipping)
+    grad_clip: float | None = 1.0      # clip the global gradient norm to this (> 0); None: no clipping
     grad_accum: int = 1                # micro-batches per optimiser step
     bf16: bool = True                  # bf16 autocast, used on CUDA only
     ema_decay: float | None = None     # e.g. 0.999; None: no EMA
     eval_every: int = 0                # run eval_fn every k steps (and at the end); 0: only at the end
     log_every: int = 10                # write the mean of the logged terms every k steps
     ckpt_every: int = 0                # save a checkpoint every k steps (and at the end); 0: only at the end
-    seed: int = 0                      # data order and every step's randomness derive from it
+    seed: int = 0                      # initialisation (in load_or_train), data order and every step's randomness derive from it
     progress: bool = True              # tqdm progress bar
     optimizer_impl: str = 'fused'      # AdamW kernel: 'fused', 'foreach', 'for-loop' or 'default' (see `adamw`)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.schedule not in ('cosine', 'constant'):
-            raise ValueError(f"TrainConfig.schedule={self.schedule!r}: expected 'cosine' or 'constant'")
-        if self.optimizer_impl not in ADAMW_IMPLS:
-            raise ValueError(f"TrainConfig.optimizer_impl={self.optimizer_impl!r}: expected one of {ADAMW_IMPLS}")
-        for k in ('steps', 'grad_accum', 'log_every', 'batch_size'):
-            if getattr(self, k) < 1: raise ValueError(f"TrainConfig.{k}={getattr(self, k)}: expected a positive int")
-        if self.epochs is not None and self.epochs < 1: raise ValueError(f"TrainConfig.epochs={self.epochs}: expected >= 1")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"TrainConfig.ema_decay={self.ema_decay}: expected a number in (0, 1)")
+        check_train_ranges(self)
 
 # %% ../nbs/03_training.ipynb #57dff020
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
@@ -407,20 +433,39 @@ def fit(model, loss_fn, train_dl, cfg: TrainConfig, **kw) -> Trainer:
     return Trainer(model, loss_fn, train_dl, cfg, **kw).fit()
 
 # %% ../nbs/03_training.ipynb #53b668ba
+INIT_SEED_OFFSET = 2**62   # init seed = seed + this: apart from every step's (seed*1_000_003 + step + rank*2**40) and loader's
+
+def _build_seeded(build_model: Callable, model_config: Config, seed: int) -> nn.Module:
+    "build_model(model_config) with its initialisation drawn from `seed`: the same weights in every run of this config."
+    # fork_rng: the caller's global RNG stream is left as it was (devices=[]: models are built on the CPU)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed + INIT_SEED_OFFSET)
+        return build_model(model_config)
+
+def _move_aside(d: Path) -> Path:
+    "Move d's checkpoint (and its metrics) to the first free checkpoint.stale[.N].safetensors: no stale copy is ever overwritten."
+    for n in itertools.count(1):
+        sfx = '' if n == 1 else f'.{n}'
+        stale = d/f'checkpoint.stale{sfx}.safetensors'
+        if not stale.exists() and not (d/f'metrics.stale{sfx}.csv').exists(): break
+    os.replace(d/CKPT_NAME, stale)
+    if (d/METRICS_NAME).exists(): os.replace(d/METRICS_NAME, d/f'metrics.stale{sfx}.csv')
+    return stale
+
+# %% ../nbs/03_training.ipynb #33df53d8
 def load_or_train(name: str, model_config: Config, build_model: Callable, train_fn: Callable,
                   train_config: TrainConfig, ema: bool = True, verbose: bool = True) -> nn.Module:
     "Load runs_dir(name)'s checkpoint if it matches both configs and is finished, else (re)train now. Returns the model in eval mode."
     d = runs_dir(name); ck = d/CKPT_NAME
-    status = checkpoint_status(ck, model_config, train_config)
-    model = build_model(model_config)
+    status = checkpoint_status(ck, model_config, train_config)     # cosmetic settings (TrainConfig.cosmetic) do not count
+    model = _build_seeded(build_model, model_config, train_config.seed)
     if status == 'ok':
         load_weights(model, ck, model_config, ema=ema)
         if verbose: print(f"loaded {name} from {ck}")
         return model.to(default_device()).eval()
     if status.startswith('mismatch'):
-        stale = ck.with_name('checkpoint.stale.safetensors'); os.replace(ck, stale)
-        (d/METRICS_NAME).unlink(missing_ok=True)
-        if verbose: print(f"{name}: existing checkpoint not usable ({status[10:][:300]}); moved to {stale.name}, retraining")
+        stale = _move_aside(d)
+        if verbose: print(f"{name}: existing checkpoint not usable ({status[10:][:300]}); kept as {stale.name}, retraining")
     else:
         if status == 'missing': (d/METRICS_NAME).unlink(missing_ok=True)   # rows of a run killed before its first checkpoint
         if verbose: print(f"{name}: {'resuming' if status == 'unfinished' else 'no checkpoint, training'} in {d}")
