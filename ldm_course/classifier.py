@@ -107,6 +107,7 @@ class ClassifierTrainConfig(TrainConfig):
     "TrainConfig plus the training / test subset sizes (None: everything)."
     limit: int | None = None
     test_limit: int | None = None
+    cosmetic = TrainConfig.cosmetic + ('test_limit',)   # it sizes only the evaluation set: changing it keeps a trained model
 
 def classifier_configs() -> tuple[ClassifierConfig, ClassifierTrainConfig]:
     "The course's (model, training) presets, quick or full via `pick`."

@@ -226,6 +226,7 @@ class VAETrainConfig(TrainConfig):
     perceptual: str = 'classifier'     # 'lpips', 'classifier' or 'none' (resolve 'auto' with resolve_perceptual first)
     limit: int | None = None
     test_limit: int | None = None
+    cosmetic = TrainConfig.cosmetic + ('test_limit',)   # it sizes only the evaluation set: changing it keeps a trained VAE
 
     def __post_init__(self):
         super().__post_init__()
