@@ -17,6 +17,7 @@ quiet_pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v -e 'is ignored: it
 
 setup() {
   local t0=$SECONDS
+  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1   # the browser test drives the system Chromium: Playwright never downloads one
   command -v "$PY" >/dev/null || { echo "error: $PY not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2; exit 1; }
   "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: Python 3.10+ is required, $PY is $("$PY" --version 2>&1)" >&2; exit 1; }
   if [ ! -x "$VENV/bin/python" ]; then
@@ -39,11 +40,13 @@ setup() {
 
 get_data() {
   # Offline data from Debian packages where apt is available: Fashion-MNIST (dataset-fashion-mnist) and the colour
-  # emoji font (fonts-noto-color-emoji). Without apt, Fashion-MNIST falls back to torchvision's download (internet).
+  # emoji font (fonts-noto-color-emoji), and Chromium for the app's browser test (chromium; without it that test is skipped).
+  # Without apt, Fashion-MNIST falls back to torchvision's download (internet).
   local fm=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz font=/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
   local want=""
   [ -f $fm ] || [ -d "$HOME/.cache/ldm_course/fashion-mnist/FashionMNIST/raw" ] || want="$want dataset-fashion-mnist"
   [ -f $font ] || [ -n "${LDM_EMOJI_FONT:-}" ] || want="$want fonts-noto-color-emoji"
+  command -v chromium >/dev/null || want="$want chromium"
   if [ -n "$want" ]; then
     local sudo=""
     [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; } || true
