@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_benchmarks.ipynb #397fb8c7
 from __future__ import annotations
-import argparse, contextlib, dataclasses, json, math, os, statistics, sys, time
+import argparse, contextlib, json, os, statistics, sys, time
 from typing import Callable
 import torch
 from torch import nn
@@ -221,7 +221,7 @@ def peak_flops(device) -> tuple[float | None, str]:
 
 # %% ../nbs/18_benchmarks.ipynb #dd70e2c1
 def bench_train(models: dict[str, nn.Module], cfg: UNetConfig, batch: int = 16, device='cpu', repeats: int = 5, warmup: int = 2,
-                autocast_dtype: torch.dtype | None = None, channels_last: bool = False, compile: bool = False,
+                autocast_dtype: torch.dtype | None = None, channels_last: bool = False, use_compile: bool = False,
                 optimizer: str | dict[str, str] = 'default', measure_memory: bool = True) -> list[dict]:
     """Time a training step of each model (alternating, medians); also peak memory, FLOPs and MFU. One row per model.
     `optimizer`: the AdamW implementation (`ldm_course.training.adamw`) for all models, or a dict model name -> impl."""
@@ -236,7 +236,7 @@ def bench_train(models: dict[str, nn.Module], cfg: UNetConfig, batch: int = 16, 
         flops[name] = count_flops(lambda: F.mse_loss(as_model_fn(model)(xm, t, **cond).float(), xm).backward())
         model.zero_grad(set_to_none=True)
         notes[name] = 'eager'
-        if compile:
+        if use_compile:
             model, notes[name] = try_compile(model, lambda m: make_train_step(m, xm, t, cond, adamw(m.parameters(), impls[name], lr=0.0),
                                                                               autocast_dtype)())
         steps[name] = make_train_step(model, xm, t, cond, adamw(model.parameters(), impls[name], lr=1e-4), autocast_dtype)

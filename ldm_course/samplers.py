@@ -33,17 +33,17 @@ def check_spacing(spacing: str, name: str = 'sampler') -> str:
     if spacing not in SPACINGS: raise ValueError(f"{name}: unknown spacing={spacing!r}: expected one of {SPACINGS}")
     return spacing
 
-def spaced_timesteps(num_train_timesteps: int, steps: int, spacing: str = 'trailing', round: bool = True,
+def spaced_timesteps(num_train_timesteps: int, steps: int, spacing: str = 'trailing', rounded: bool = True,
                      drop_zero: bool = False) -> np.ndarray:
     "Descending sampling timesteps (float64 array) with diffusers' meanings of `leading`, `trailing`, `linspace`."
     T, n = num_train_timesteps, check_steps(steps, num_train_timesteps)
     check_spacing(spacing)
     if drop_zero and spacing != 'trailing':     # DPM-Solver's grids: n+1 points, the final t=0 dropped
         if n + 1 > T: raise ValueError(f"steps={n}: this sampler needs steps + 1 <= num_train_timesteps={T}")
-        return spaced_timesteps(T, n + 1, spacing, round)[:-1]
+        return spaced_timesteps(T, n + 1, spacing, rounded)[:-1]
     if spacing == 'linspace':
         ts = np.linspace(0, T - 1, n)[::-1]
-        return ts.round() if round else ts.copy()
+        return ts.round() if rounded else ts.copy()
     if spacing == 'leading': return (np.arange(n) * (T // n))[::-1].astype(np.float64)
     return np.round(T - np.arange(n) * (T / n)) - 1
 

@@ -428,7 +428,7 @@ def fit(self: Trainer, until: int | None = None) -> 'Trainer':
         bar.close(); self._close_loggers()
     return self
 
-def fit(model, loss_fn, train_dl, cfg: TrainConfig, **kw) -> Trainer:
+def fit(model, loss_fn, train_dl, cfg: TrainConfig, **kw) -> Trainer:  # noqa: F811 (the function; Trainer.fit is the @patch above)
     "Shorthand: Trainer(model, loss_fn, train_dl, cfg, **kw).fit()."
     return Trainer(model, loss_fn, train_dl, cfg, **kw).fit()
 
