@@ -8,7 +8,7 @@ import dataclasses
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .core import Config, pick, default_device
+from .core import Config, pick
 from .data import fashion_dataloaders
 from .training import TrainConfig, Trainer, load_or_train
 

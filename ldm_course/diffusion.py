@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, functools
 import torch
 from torch import nn
-from .core import Config, pick, runs_dir, default_device
+from .core import Config, pick
 from .scheduler import NoiseScheduler, PREDICTION_TYPES
 from .training import TrainConfig, Trainer, load_or_train
 from .unet import UNet, UNetConfig, unet_config

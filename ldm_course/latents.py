@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset, DataLoader
 from safetensors import safe_open, SafetensorError
 from safetensors.torch import save_file, load_file
-from .core import runs_dir, default_device
+from .core import runs_dir
 from .data import FashionMNIST
 from .checkpoint import CKPT_NAME, read_checkpoint, set_checkpoint_extra
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from .core import Config, pick, default_device
+from .core import Config, pick
 from .training import TrainConfig, Trainer, load_or_train
 
 # %% auto #0
