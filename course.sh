@@ -91,6 +91,9 @@ test_() {
   # the cores are split between the workers so their threads don't fight
   local cores workers; cores=$(nproc); workers=${LDM_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}
+  # lint what the course ships: pyflakes (unused imports, undefined names, redefinitions) and shadowed builtins
+  log "ruff: the package, the notebooks and the tests"
+  "$VENV/bin/ruff" check --quiet --select F,E9,A ldm_course nbs tests
   log "$workers test workers, OMP_NUM_THREADS=$OMP_NUM_THREADS"
   "$VENV/bin/python" -m pytest tests -n "$workers" --dist loadfile "$@"
 }
