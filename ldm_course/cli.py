@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_recipes.ipynb #8cf78a81
 from __future__ import annotations
-import argparse, contextlib, csv, dataclasses, difflib, os, sys, time, typing
+import argparse, contextlib, csv, dataclasses, difflib, os, re, sys, time, typing
 from pathlib import Path
 import yaml
 import torch
@@ -22,10 +22,11 @@ from .samplers import SAMPLERS
 
 # %% auto #0
 __all__ = ['RECIPES_DIR', 'TASKS', 'SampleConfig', 'section_classes', 'recipe_schema', 'list_recipes', 'find_recipe',
-           'read_recipe_file', 'parse_override', 'set_key', 'recipe_config', 'Recipe', 'load_recipe', 'runs_root',
-           'is_main_process', 'recipe_dir', 'run_train_vae', 'run_cache_latents', 'diffusion_config_of', 'run_train',
-           'run_generate', 'recipe_parser', 'train_vae_main', 'cache_latents_main', 'train_main', 'generate_parser',
-           'generate_main', 'main', 'make_example_folder', 'example_folder_main']
+           'read_recipe_file', 'parse_override', 'set_key', 'recipe_config', 'Recipe', 'check_run_name', 'load_recipe',
+           'runs_root', 'is_main_process', 'recipe_dir', 'error_message', 'check_device', 'check_dataset',
+           'run_train_vae', 'run_cache_latents', 'diffusion_config_of', 'run_train', 'writable_out', 'run_generate',
+           'recipe_parser', 'train_vae_main', 'cache_latents_main', 'train_main', 'generate_parser', 'generate_main',
+           'main', 'make_example_folder', 'example_folder_main']
 
 # %% ../nbs/19_recipes.ipynb #46a54325
 RECIPES_DIR = Path(ldm_course.__file__).parent/'recipes'
@@ -83,6 +84,8 @@ def read_recipe_file(path, _chain=()) -> DictConfig:
     if path in _chain: raise ValueError(f"recipe {path}: its 'base' chain loops back to itself ({' -> '.join(p.stem for p in _chain + (path,))})")
     try: d = OmegaConf.load(path)
     except yaml.YAMLError as e: raise ValueError(f"recipe {path}: not valid YAML ({e})") from None
+    except UnicodeDecodeError as e:              # its message alone is just 'utf-8'
+        raise ValueError(f"recipe {path}: not UTF-8 text ({e.reason} at byte {e.start}); expected a YAML file saved as UTF-8") from None
     except OSError as e: raise ValueError(f"recipe {path}: expected a mapping of keys and sections ({e})") from None
     if not isinstance(d, DictConfig): raise ValueError(f"recipe {path}: expected a mapping of keys and sections, got a list")
     d.setdefault('name', path.stem)
@@ -207,6 +210,15 @@ class Recipe:
                              f"describes a VAE (for a diffusion model use e.g. {[n for n in list_recipes() if n != self.name][:4]})")
 
 # %% ../nbs/19_recipes.ipynb #98364ee8
+_SAFE_NAME = re.compile(r'\w[\w.-]*')
+
+def check_run_name(name) -> str:
+    "`name` if it is one safe folder name (letters, digits, _ . -): runs go to <runs>/<quick|full>/<name>, so '../x' or 'a/b' would land elsewhere."
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.strip('.') == '':
+        raise ValueError(f"recipe name {name!r}: expected one folder name of letters, digits, '_', '.' and '-' (it names the run's "
+                         "folder in the runs directory), e.g. name=my_faces_64")
+    return name
+
 def _section(cfg: DictConfig, section: str, name: str):
     "One section as its chapter's config object, built by the class's own from_dict, so its checks run."
     node = OmegaConf.select(cfg, section); cls = OmegaConf.get_type(node)
@@ -229,7 +241,7 @@ def _dataset(cfg: DictConfig, given: list[str], name: str) -> str:
 def load_recipe(name_or_path, overrides=()) -> Recipe:
     "Read a recipe (a shipped name or a .yaml path) with its `key=value` overrides, check it as a whole, build the typed configs."
     cfg, given, path = recipe_config(name_or_path, overrides)
-    name, task = cfg.name, cfg.task
+    name, task = check_run_name(cfg.name), cfg.task
     if not any(k.startswith('vae.model.') for k in given): raise ValueError(f"recipe {name!r}: expected a 'vae.model' section")
     if task == 'text_to_image': cfg.dataset = cfg.vae.train.dataset = cfg.train.dataset = _dataset(cfg, given, name)
     elif cfg.dataset is not None:
@@ -282,7 +294,39 @@ def is_main_process() -> bool:
 
 def recipe_dir(r: Recipe) -> Path:
     "Where a recipe's own outputs (preview grid, pipeline) go: runs_dir(<recipe name>)."
-    return runs_dir(r.name)
+    return runs_dir(check_run_name(r.name))
+
+# %% ../nbs/19_recipes.ipynb #0a4f3363
+def error_message(e: BaseException) -> str:
+    "One line for a user: an OSError as 'file: reason' (its args[0] is only an errno), anything else its message."
+    if isinstance(e, OSError) and e.strerror: return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e.args[0]) if e.args else type(e).__name__
+
+def check_device(device) -> None:
+    "Refuse a --device this machine cannot use before anything loads (torch's own error is a traceback deep in a run)."
+    if device is None: return
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError): raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps") from None
+    n = torch.cuda.device_count()
+    if d.type == 'cuda' and n == 0: raise ValueError(f"--device {device!r}: this machine has no CUDA GPU that torch can use; expected cpu")
+    if d.type == 'cuda' and d.index is not None and d.index >= n:
+        raise ValueError(f"--device {device!r}: this machine has {n} CUDA GPU(s); expected cuda:0 to cuda:{n - 1}")
+    if d.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError(f"--device {device!r}: MPS is not available here; expected cpu")
+    if d.type not in ('cpu', 'cuda', 'mps'): raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
+
+def check_dataset(r: Recipe) -> None:
+    "Before anything trains: a folder dataset exists and holds at least one full batch of images for each training stage."
+    if not (r.dataset or '').startswith('folder:'): return
+    from ldm_course.data import IMAGE_EXTS
+    root = Path(r.dataset[7:])
+    if not root.is_dir(): raise FileNotFoundError(f"dataset={r.dataset!r}: no such folder; expected a folder of images with "
+                                                  "captions (captions.csv or metadata.csv with file_name,caption, or .txt files)")
+    n = sum(p.suffix.lower() in IMAGE_EXTS for p in root.iterdir())
+    for key, tc in (('vae.train', r.vae_train), ('train', r.train)):
+        used = None if tc is None else (n if tc.n_train is None else min(n, tc.n_train))
+        if used is not None and used < tc.batch_size:      # the training loaders drop a last partial batch: no full batch, no step
+            raise ValueError(f"dataset={r.dataset!r}: {n} image file(s){f' ({key}.n_train={tc.n_train})' if used < n else ''}, fewer than "
+                             f"{key}.batch_size={tc.batch_size}; expected at least one full batch: add images or lower {key}.batch_size")
 
 # %% ../nbs/19_recipes.ipynb #247a1954
 def run_train_vae(r: Recipe):
@@ -362,15 +406,23 @@ def run_train(r: Recipe, pipeline_dir=None) -> Path:
 # %% ../nbs/19_recipes.ipynb #7ee473b7
 _IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 
+def writable_out(out) -> Path:
+    "`out` as a Path once its folder exists and is writable (a .png/.jpg/... file: its parent; else the directory itself)."
+    out = Path(out); d = out.parent if out.suffix.lower() in _IMAGE_SUFFIXES else out
+    try: d.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f"--out {str(out)!r}: cannot create the folder {str(d)!r} ({e.strerror or e})") from None
+    if not d.is_dir() or not os.access(d, os.W_OK): raise ValueError(f"--out {str(out)!r}: {str(d)!r} is not a writable folder")
+    return out
+
 def run_generate(pipeline, prompt: str, negative_prompt: str | None = None, guidance_scale: float = 4.0, steps: int = 25,
                  sampler: str | None = None, seed: int = 0, n: int = 1, out='samples.png', size: int | None = None,
                  device=None) -> list[Path]:
     "Images for a prompt from a saved pipeline: one grid when `out` ends in .png/.jpg/..., else one PNG per image in directory `out`."
     from ldm_course.pipeline import LDMPipeline
+    out = writable_out(out)                                      # before minutes of sampling, not after
     pipe = LDMPipeline.from_pretrained(pipeline, device=device)
     x = pipe(prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance_scale, num_inference_steps=steps,
              sampler=sampler, seed=seed, num_images_per_prompt=n, height=size, width=size, output_type='pt')
-    out = Path(out)
     if out.suffix.lower() in _IMAGE_SUFFIXES: return [_save_grid(x, out)]
     return [_save_grid(xi[None], out/f"{seed}_{i:03d}.png") for i, xi in enumerate(x)]
 
@@ -420,7 +472,10 @@ def _parse_recipe(command: str, argv, prog=None):
     try:
         r = load_recipe(a.recipe, a.overrides)
         if command == 'train': r.require_denoiser(_COMMANDS[command][0])
-    except (KeyError, TypeError, ValueError, FileNotFoundError) as e: p.error(e.args[0] if e.args else str(e))
+        if getattr(a, 'pipeline_dir', None) is not None and r.task != 'text_to_image':
+            raise ValueError(f"--pipeline-dir is only for text_to_image recipes; recipe {r.name!r} is {r.task}")
+        if not a.print_config: check_device(a.device); check_dataset(r)     # before anything loads or trains
+    except (KeyError, TypeError, ValueError, OSError) as e: p.error(error_message(e))
     return a, r
 
 def _run_recipe_command(command: str, argv=None, prog=None):
@@ -439,7 +494,6 @@ def _run_recipe_command(command: str, argv=None, prog=None):
             if is_main_process(): print(f"latents of {st['n']} images: {st['path']}\nlatent mean {st['mean']:.4f}, std {st['std']:.4f} "
                                         f"-> scaling factor {st['scale_factor']:.5f} (stored with the VAE) ({time.time() - t0:.1f}s)")
         else:
-            if a.pipeline_dir is not None and r.task != 'text_to_image': raise SystemExit('--pipeline-dir is only for text_to_image recipes')
             run_train(r, a.pipeline_dir)
             if is_main_process(): print(f"done ({time.time() - t0:.1f}s)")
 
@@ -485,8 +539,9 @@ def generate_main(argv=None):
     if a.n < 1 or a.steps < 1: p.error(f"--n and --steps must be positive (got --n {a.n}, --steps {a.steps})")
     t0 = time.time()
     try:
+        check_device(a.device)
         files = run_generate(a.pipeline, a.prompt, a.negative_prompt, a.guidance_scale, a.steps, a.sampler, a.seed, a.n, a.out, a.size, a.device)
-    except (FileNotFoundError, ValueError, TypeError) as e: p.error(e.args[0] if e.args else str(e))
+    except (OSError, ValueError, TypeError, KeyError) as e: p.error(error_message(e))
     print(f"{a.n} image(s) of {a.prompt!r} -> {', '.join(map(str, files[:3]))}{' ...' if len(files) > 3 else ''} ({time.time() - t0:.1f}s)")
 
 # %% ../nbs/19_recipes.ipynb #a143bf65
@@ -513,6 +568,7 @@ def make_example_folder(root, n: int = 200, size: int = 48, seed: int = 0) -> di
     "Write n captioned shape images (PNG + captions.csv) and five awkward files to `root`; returns {'awkward': [...], 'broken': [...]}."
     from PIL import Image
     from ldm_course.shapes import ShapesDataset
+    if n < 1: raise ValueError(f"n={n}: expected at least one image")
     root = Path(root); root.mkdir(parents=True, exist_ok=True)
     ds = ShapesDataset(n, 'train', seed, size)
     pix = ((ds.images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -523,7 +579,7 @@ def make_example_folder(root, n: int = 200, size: int = 48, seed: int = 0) -> di
     awkward = {'grey.png': img(0).convert('L'), 'cmyk.jpg': img(1).convert('CMYK'), 'rgba.png': img(2).convert('RGBA'),
                'odd_size.png': img(3).resize((size + 37, size // 2 + 3))}
     for name, im in awkward.items(): im.save(root/name)
-    (root/'truncated.png').write_bytes((root/'shape_0004.png').read_bytes()[:150])
+    (root/'truncated.png').write_bytes((root/rows[min(4, n - 1)][0]).read_bytes()[:150])
     rows += [(name, ds.captions[i % n]) for i, name in enumerate(list(awkward) + ['truncated.png'])]
     with open(root/'captions.csv', 'w', newline='', encoding='utf-8') as fh:
         w = csv.writer(fh); w.writerow(['file_name', 'caption']); w.writerows(rows)

@@ -171,7 +171,13 @@ class ImageVAETrainConfig(VAETrainConfig):
     "VAETrainConfig for a captioned RGB dataset (`captioned_dataset` name and size)."
     dataset: str = 'shapes'
     n_train: int | None = 6000
-    perceptual: str = 'none'
+    perceptual: str = 'none'          # 'lpips' (its ImageNet backbone on disk) or 'none'
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.perceptual == 'classifier':     # chapter 04's network sees grey 32x32 Fashion-MNIST, not these RGB images
+            raise ValueError("ImageVAETrainConfig.perceptual='classifier': the course classifier is a Fashion-MNIST (grey) network; "
+                             "expected 'lpips' (needs torchvision's ImageNet AlexNet weights on disk) or 'none' for an RGB VAE")
 
 def train_image_vae(model: AutoencoderKL, tc: ImageVAETrainConfig, run_dir, callbacks=()) -> Trainer:
     "Train the VAE on `tc.dataset` with the course's Trainer and VAE loss (chapter 06)."
@@ -179,7 +185,10 @@ def train_image_vae(model: AutoencoderKL, tc: ImageVAETrainConfig, run_dir, call
     ds = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=size)
     dl = DataLoader(ds, tc.batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(tc.seed))
     test = DataLoader(captioned_dataset(tc.dataset, tc.test_limit or 256, 'test' if tc.dataset == 'emoji' else 'train', seed=tc.seed + 1, size=size), 64)
-    return Trainer(model, vae_loss_fn(tc, None), dl, tc, run_dir=run_dir, callbacks=callbacks,
+    from ldm_course.vae import make_perceptual
+    perc = make_perceptual(tc.perceptual)     # None for 'none'; LPIPS says so if its weights are missing, before any step
+    if perc is not None: perc = perc.to(default_device())
+    return Trainer(model, vae_loss_fn(tc, perc), dl, tc, run_dir=run_dir, callbacks=callbacks,
                    eval_fn=lambda m: evaluate_vae(m, test, max_batches=4)).fit()
 
 def image_vae_configs(dataset: str = 'shapes') -> tuple[VAEConfig, ImageVAETrainConfig]:

@@ -20,7 +20,7 @@ from .text import TextEncoder, DEFAULT_TEXT_ENCODER
 from .crossattn import TextUNet, prompt_conditions
 
 # %% auto #0
-__all__ = ['PIPELINE_FORMAT', 'LDMPipeline', 'prompt_panel']
+__all__ = ['PIPELINE_FORMAT', 'LDMPipeline', 'read_pipeline_spec', 'prompt_panel']
 
 # %% ../nbs/16_pipeline.ipynb #fbe4e4c4
 PIPELINE_FORMAT = 'ldm_course.pipeline/1'
@@ -73,9 +73,7 @@ def _save_pretrained(self: LDMPipeline, path) -> Path:
 def _from_pretrained(cls, path, device=None, text_encoder: TextEncoder | None = None) -> LDMPipeline:
     "Load a pipeline saved by `save_pretrained` (weights via safetensors only); `text_encoder` overrides the saved one."
     path = Path(path)
-    if not (path/'pipeline.json').is_file(): raise FileNotFoundError(f"{path}: no pipeline.json; expected a directory written by LDMPipeline.save_pretrained")
-    spec = json.loads((path/'pipeline.json').read_text())
-    if spec.get('format') != PIPELINE_FORMAT: raise ValueError(f"{path}/pipeline.json: format {spec.get('format')!r}, expected {PIPELINE_FORMAT!r}")
+    spec, file = read_pipeline_spec(path), path/'pipeline.json'
     models = []
     for sub, cls_, cfg_cls in (('unet', TextUNet, UNetConfig), ('vae', AutoencoderKL, VAEConfig)):
         meta, _ = read_checkpoint(path/sub/CKPT_NAME)
@@ -83,11 +81,41 @@ def _from_pretrained(cls, path, device=None, text_encoder: TextEncoder | None = 
         load_weights(m, path/sub/CKPT_NAME, ema=False)
         models.append(m)
     te = spec['text_encoder']
-    enc = text_encoder or TextEncoder(te['name_or_path'], max_length=te['max_length'], device=device)
-    return cls(*models, enc, spec['scale_factor'], DiffusionConfig.from_dict(spec['diffusion_config']), spec['sampler'], device)
+    try: dc = DiffusionConfig.from_dict(spec['diffusion_config'])
+    except (KeyError, TypeError, ValueError) as e: raise ValueError(f"{file}: diffusion_config: {e.args[0] if e.args else e}") from None
+    try:   # a pipeline folder may come from anywhere: what it names is loaded from this disk only, never downloaded
+        enc = text_encoder or TextEncoder(te['name_or_path'], max_length=te['max_length'], device=device, local_files_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{file}: text_encoder.name_or_path={te['name_or_path']!r} is not a folder on this machine, and "
+                                f"a name in a pipeline folder is never downloaded; if you trust it, pass "
+                                f"text_encoder=TextEncoder({te['name_or_path']!r}, max_length={te['max_length']})") from None
+    return cls(*models, enc, spec['scale_factor'], dc, spec['sampler'], device)
 
 LDMPipeline.save_pretrained = _save_pretrained
 LDMPipeline.from_pretrained = classmethod(_from_pretrained)
+
+# %% ../nbs/16_pipeline.ipynb #7ffa72bf
+_SPEC = {'format': (str,), 'unet_class': (str,), 'scale_factor': (int, float), 'diffusion_config': (dict,), 'sampler': (str,), 'text_encoder': (dict,)}
+_SPEC_TEXT = {'name_or_path': (str, type(None)), 'max_length': (int,)}
+_JSON_WORDS = {str: 'a string', int: 'an int', float: 'a number', dict: 'an object', type(None): 'null'}
+
+def read_pipeline_spec(path) -> dict:
+    "A pipeline directory's pipeline.json, checked: each fault is one sentence naming the file and what was expected."
+    f = Path(path)/'pipeline.json'
+    if not f.is_file(): raise FileNotFoundError(f"{path}: no pipeline.json; expected a directory written by LDMPipeline.save_pretrained")
+    try: spec = json.loads(f.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e: raise ValueError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start}); expected the JSON save_pretrained writes") from None
+    except json.JSONDecodeError as e: raise ValueError(f"{f}: not valid JSON ({e}); expected the JSON save_pretrained writes") from None
+    if not isinstance(spec, dict): raise ValueError(f"{f}: a JSON {type(spec).__name__}; expected an object with keys {list(_SPEC)}")
+    if spec.get('format') != PIPELINE_FORMAT: raise ValueError(f"{f}: format {spec.get('format')!r}, expected {PIPELINE_FORMAT!r}")
+    te = spec.get('text_encoder') if isinstance(spec.get('text_encoder'), dict) else {}
+    for where, d, keys in (('', spec, _SPEC), ('text_encoder.', te, _SPEC_TEXT)):
+        missing = [where + k for k in keys if k not in d]
+        if missing: raise ValueError(f"{f}: missing key(s) {missing}; expected {[where + k for k in keys]}")
+        for k, types in keys.items():
+            if not isinstance(d[k], types) or isinstance(d[k], bool):
+                raise ValueError(f"{f}: {where}{k}={d[k]!r}, expected {' or '.join(_JSON_WORDS[t] for t in types)}")
+    return spec
 
 # %% ../nbs/16_pipeline.ipynb #b6e0738e
 @torch.no_grad()
@@ -107,10 +135,11 @@ def _call(self: LDMPipeline, prompt, negative_prompt=None, guidance_scale: float
             raise ValueError(f"negative_prompt: got {len(negative_prompt)} for {len(prompts) // num_images_per_prompt} prompts; expected one string or one per prompt")
         negative_prompt = [p for p in negative_prompt for _ in range(num_images_per_prompt)]
     if output_type not in ('pil', 'pt'): raise ValueError(f"output_type={output_type!r}: expected 'pil' or 'pt'")
-    f = self.down_factor * 2 ** (self.unet.config.levels - 1)
-    H, W = height or self.default_size, width or self.default_size
-    if H % f or W % f or H < f or W < f:
-        raise ValueError(f"height={H}, width={W}: expected positive multiples of {f} (VAE down-sampling {self.down_factor} × U-Net {f // self.down_factor})")
+    S = self.default_size        # VAE.decode takes only latents of its training shape: refuse other sizes before sampling
+    H, W = (S if v is None else v for v in (height, width))
+    if type(H) is not int or type(W) is not int or (H, W) != (S, S):
+        raise ValueError(f"height={height!r}, width={width!r}: this pipeline makes {S}x{S} images only (its VAE decodes "
+                         f"{'x'.join(map(str, self.vae.config.latent_shape))} latents); expected {S} or None for both")
     shape = (len(prompts), self.unet.config.in_channels, H // self.down_factor, W // self.down_factor)
     g = generator if generator is not None else torch.Generator().manual_seed(0 if seed is None else seed)
     if latents is not None:

@@ -109,8 +109,13 @@ def _check_prompts(prompts) -> list[str]:
 
 class TextEncoder:
     "A frozen pre-trained text encoder: `encode(prompts)` → TextEmbeddings (tokens, mask, pooled)."
-    def __init__(self, name_or_path: str | os.PathLike | None = None, max_length: int = 32, device=None):
-        self.tokenizer, self.model, self._hidden = load_text_encoder(name_or_path)
+    def __init__(self, name_or_path: str | os.PathLike | None = None, max_length: int = 32, device=None, local_files_only: bool = False):
+        # local_files_only: a name that is no folder on this disk is refused instead of downloaded (a name from a file you did not write)
+        if local_files_only and name_or_path is not None and not Path(name_or_path).expanduser().is_dir():
+            raise FileNotFoundError(f"text encoder {str(name_or_path)!r}: no such local folder, and local_files_only=True forbids a "
+                                    "download; expected a folder with config.json, the weights and the tokenizer files (or None: the bundled encoder)")
+        src = Path(name_or_path).expanduser() if local_files_only and name_or_path is not None else name_or_path
+        self.tokenizer, self.model, self._hidden = load_text_encoder(src)
         self.name = DEFAULT_TEXT_ENCODER if name_or_path is None else str(name_or_path)
         limit = getattr(self.tokenizer, 'model_max_length', None)
         if not isinstance(max_length, int) or max_length < 2 or (limit and limit < 10**6 and max_length > limit):
