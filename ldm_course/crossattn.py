@@ -10,23 +10,23 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from .core import Config, pick, runs_dir, default_device
+from .core import pick, runs_dir, default_device
 from .unet import UNet, UNetConfig, unet_config, norm_layer, zero_module, timestep_embedding
 from .training import Trainer, load_or_train
 from .checkpoint import CKPT_NAME
 from .diffusion import DenoiserTrainConfig, diffusion_loss, generate, latent_loader
 from .guidance import CFG, drop_conditions
-from .text import TextEncoder, TextEmbeddings, cache_embeddings
+from .text import TextEncoder, cache_embeddings
 from .latents import encode_dataset, read_latents, vae_fingerprint, latent_stats, store_scale_factor, vae_scale_factor
 from .vae import AutoencoderKL, VAEConfig, VAETrainConfig, vae_loss_fn, evaluate_vae
 from .shapes import ShapesDataset, caption_for, combinations, attribute_accuracy
 
 # %% auto #0
 __all__ = ['CrossAttention', 'FeedForward', 'TransformerBlock', 'position_codes', 'SpatialTransformer', 'TextUNet',
-           'CaptionedImages', 'captioned_dataset', 'ImageVAETrainConfig', 'train_image_vae', 'image_vae_configs',
-           'pretrained_image_vae', 'captioned_latents', 'TextToImageTrainConfig', 'text_encoder_for',
-           'text_to_image_data', 'train_text_denoiser', 'text_to_image_configs', 'pretrained_text_denoiser',
-           'prompt_conditions', 'text_to_image', 'adherence_sweep', 'attention_maps']
+           'CaptionedImages', 'captioned_dataset', 'dataset_run_name', 'ImageVAETrainConfig', 'train_image_vae',
+           'image_vae_configs', 'pretrained_image_vae', 'captioned_latents', 'TextToImageTrainConfig',
+           'text_encoder_for', 'text_to_image_data', 'train_text_denoiser', 'text_to_image_configs',
+           'pretrained_text_denoiser', 'prompt_conditions', 'text_to_image', 'adherence_sweep', 'attention_maps']
 
 # %% ../nbs/15_text_to_image.ipynb #52650130
 class CrossAttention(nn.Module):
@@ -165,6 +165,15 @@ def captioned_dataset(name: str, n: int | None = None, split: str = 'train', see
     if not items: raise ValueError(f"dataset {name!r} has no images")
     return CaptionedImages(torch.stack([im for im, _ in items]), [cap for _, cap in items])
 
+# %% ../nbs/15_text_to_image.ipynb #519bb4f1
+def dataset_run_name(prefix: str, dataset: str) -> str:
+    "Run-folder name for `prefix` (e.g. 'vae') and a dataset: 'vae_shapes'; for 'folder:PATH', the folder's name plus 8 hex digits of its resolved path."
+    import hashlib, re
+    safe = lambda s: re.sub(r'[^A-Za-z0-9._-]+', '_', s).strip('._') or 'x'
+    if not dataset.startswith('folder:'): return f"{prefix}_{safe(dataset)}"
+    path = Path(dataset[len('folder:'):]).expanduser().resolve()
+    return f"{prefix}_folder_{safe(path.name)}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+
 # %% ../nbs/15_text_to_image.ipynb #fdcf4f25
 @dataclasses.dataclass
 class ImageVAETrainConfig(VAETrainConfig):
@@ -203,9 +212,9 @@ def image_vae_configs(dataset: str = 'shapes') -> tuple[VAEConfig, ImageVAETrain
 
 def pretrained_image_vae(dataset: str = 'shapes', model_config: VAEConfig | None = None,
                          train_config: ImageVAETrainConfig | None = None, verbose: bool = True) -> AutoencoderKL:
-    "The RGB VAE of `dataset`: loaded from runs_dir(f'vae_{dataset}') if trained with these configs, else trained now."
+    "The RGB VAE of `dataset`: loaded from runs_dir(dataset_run_name('vae', dataset)) if trained with these configs, else trained now."
     mc, tc = image_vae_configs(dataset)
-    name = 'vae_' + dataset.replace(':', '_').replace('/', '_')
+    name = dataset_run_name('vae', dataset)
     return load_or_train(name, model_config or mc, AutoencoderKL, train_image_vae, train_config or tc, verbose=verbose).requires_grad_(False)
 
 # %% ../nbs/15_text_to_image.ipynb #7863f919
@@ -243,7 +252,7 @@ def text_to_image_data(tc: TextToImageTrainConfig, verbose: bool = False, vae: A
     "(vae, latents path, scale factor, embedding cache, row of each image's caption, null embedding) for a run.\n\n    `vae` defaults to `pretrained_image_vae(tc.dataset)` (it must be the one saved in runs_dir(f'vae_{dataset}')), `encoder` to `text_encoder_for(tc)`."
     vae = vae if vae is not None else pretrained_image_vae(tc.dataset, verbose=verbose)
     data = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=vae.config.image_size)
-    d = runs_dir('vae_' + tc.dataset.replace(':', '_').replace('/', '_'))
+    d = runs_dir(dataset_run_name('vae', tc.dataset))
     path = captioned_latents(vae, data, d/f'latents_train_{len(data)}.safetensors', verbose)
     try: scale = vae_scale_factor(d/CKPT_NAME)
     except KeyError: scale = store_scale_factor(latent_stats(path), d/CKPT_NAME)['scale_factor']
@@ -278,11 +287,11 @@ def text_to_image_configs(dataset: str = 'shapes') -> tuple[UNetConfig, TextToIm
 def pretrained_text_denoiser(dataset: str = 'shapes', model_config: UNetConfig | None = None,
                              train_config: TextToImageTrainConfig | None = None, ema: bool = True, verbose: bool = True,
                              vae: AutoencoderKL | None = None, encoder: TextEncoder | None = None) -> TextUNet:
-    "The text-to-image U-Net of `dataset`: loaded from runs_dir(f't2i_{dataset}') if trained with these configs on this VAE, else trained now."
+    "The text-to-image U-Net of `dataset`: loaded from runs_dir(dataset_run_name('t2i', dataset)) if trained with these configs on this VAE, else trained now."
     mc, tc = text_to_image_configs(dataset)
     vae = vae if vae is not None else pretrained_image_vae(dataset, verbose=False)
     tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))
-    name = 't2i_' + dataset.replace(':', '_').replace('/', '_')
+    name = dataset_run_name('t2i', dataset)
     train = functools.partial(train_text_denoiser, vae=vae, encoder=encoder)
     return load_or_train(name, model_config or mc, TextUNet, train, tc, ema=ema, verbose=verbose).requires_grad_(False)
 

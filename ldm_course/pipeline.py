@@ -6,9 +6,7 @@
 from __future__ import annotations
 import json
 from pathlib import Path
-import numpy as np
 import torch
-from torch import nn
 from .core import default_device
 from .checkpoint import save_checkpoint, load_weights, read_checkpoint, CKPT_NAME
 from .vae import AutoencoderKL, VAEConfig

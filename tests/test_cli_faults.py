@@ -92,8 +92,6 @@ def test_bad_device_recipe(tmp_path, images, device):
     usage_error(run('ldm-train-vae', 'folder_tiny', f"dataset=folder:{images}", *VAE_TINY, '--device', device, '--runs', tmp_path/'runs'),
                 f"--device {device!r}: ")
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2: the run names are built in chapter 15 (pretrained_image_vae, text_to_image_data, "
-                   "pretrained_text_denoiser: dataset.replace(':', '_').replace('/', '_')), outside this change; remove this mark with that fix")
 def test_two_folders_two_runs(tmp_path):
     "folder:/x/c_d and folder:/x/c/d must not share (and overwrite) one VAE run folder."
     from ldm_course.cli import make_example_folder
