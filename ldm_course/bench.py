@@ -74,8 +74,7 @@ def fmt_table(rows: list[dict], cols: list[str] | None = None) -> str:
 @contextlib.contextmanager
 def _quiet_stderr():
     "Silence C++ log lines that the profiler writes straight to file descriptor 2."
-    try: fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError): yield; return
+    fd = 2                      # the C library's stderr; in a Jupyter kernel sys.stderr is a Python stream with no fileno
     sys.stderr.flush(); saved = os.dup(fd)
     with open(os.devnull, 'w') as null:
         os.dup2(null.fileno(), fd)
