@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib, copy, csv, dataclasses, itertools, math, os, sys, time
 from pathlib import Path
 from typing import Callable, ClassVar
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
@@ -22,10 +21,9 @@ from .distributed import barrier, ddp_wrap, dist_env, init_distributed, mean_ove
 from .loggers import Logger, check_logger_spec, make_logger
 
 # %% auto #0
-__all__ = ['ADAMW_IMPLS', 'TRAIN_RANGES', 'METRICS_NAME', 'STEP_STREAM', 'INIT_STREAM', 'check_train_ranges', 'TrainConfig',
-           'lr_at', 'ema_decay_at', 'ema_update', 'adamw', 'read_metrics', 'metric_series', 'plot_metrics',
-           'batch_stream', 'to_device', 'every', 'sample_grid', 'decay_groups', 'Trainer', 'stream_seed', 'fit',
-           'load_or_train']
+__all__ = ['ADAMW_IMPLS', 'TRAIN_RANGES', 'METRICS_NAME', 'check_train_ranges', 'TrainConfig', 'lr_at', 'ema_decay_at',
+           'ema_update', 'adamw', 'read_metrics', 'metric_series', 'plot_metrics', 'batch_stream', 'to_device', 'every',
+           'sample_grid', 'decay_groups', 'Trainer', 'step_seed', 'fit', 'load_or_train']
 
 # %% ../nbs/03_training.ipynb #9b5ea13e
 ADAMW_IMPLS = ('fused', 'foreach', 'for-loop', 'default')     # the ways `adamw` can run AdamW
@@ -356,20 +354,20 @@ def _ddp_model(self: Trainer):
     return self._ddp
 
 # %% ../nbs/03_training.ipynb #268656d3
-STEP_STREAM, INIT_STREAM = 1, 2          # which stream a seed is for: a training step's randomness, or the model's init
+_RANK_STRIDE = 0x9E3779B1        # odd, 32 bits (the golden-ratio constant): rank r's seeds sit r·this away from rank 0's
 
-def stream_seed(*keys: int) -> int:
-    "A 32-bit seed for the random stream named by non-negative int `keys`, e.g. (seed, step, rank, STEP_STREAM): keys mixed, not added."
-    if not keys or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in keys):
-        raise ValueError(f"stream_seed{keys}: expected one or more non-negative ints")
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    "The 32-bit seed of training step `step` on rank `rank` (torch's CPU generator uses only a seed's low 32 bits)."
+    if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in (seed, step, rank)):
+        raise ValueError(f"step_seed({seed!r}, {step!r}, {rank!r}): expected non-negative ints")
+    return (seed * 1_000_003 + step + rank * _RANK_STRIDE) % 2**32
 
 # %% ../nbs/03_training.ipynb #731fd99e
 @patch
 def _one_step(self: Trainer, stream) -> dict:
     cfg, terms, ddp = self.cfg, {}, self._ddp_model()
     # this step's randomness depends on (seed, step, rank) only: each rank draws different noise, a resume the same
-    torch.manual_seed(stream_seed(cfg.seed, self.step, self.rank, STEP_STREAM))
+    torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))
     for i in range(cfg.grad_accum):
         batch = to_device(next(stream), self.device)
         # DDP all-reduces gradients during backward; skip that on all but the last micro-batch of the step
@@ -448,7 +446,7 @@ def _build_seeded(build_model: Callable, model_config: Config, seed: int) -> nn.
     "build_model(model_config) with its initialisation drawn from `seed`: the same weights in every run of this config."
     # fork_rng: the caller's global RNG stream is left as it was (devices=[]: models are built on the CPU)
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(stream_seed(seed, 0, 0, INIT_STREAM))   # apart from every step's stream
+        torch.default_generator.manual_seed(seed)   # the generator state seed_everything(seed) would give
         return build_model(model_config)
 
 def _move_aside(d: Path) -> Path:
