@@ -17,7 +17,7 @@ from .vae import VAEConfig, VAETrainConfig
 from .unet import UNetConfig
 from .diffusion import DenoiserTrainConfig, DiffusionConfig
 from .guidance import GuidedTrainConfig
-from .crossattn import ImageVAETrainConfig, TextToImageTrainConfig
+from .t2i import ImageVAETrainConfig, TextToImageTrainConfig
 from .samplers import SAMPLERS
 
 # %% auto #0
@@ -332,7 +332,7 @@ def check_dataset(r: Recipe) -> None:
 def run_train_vae(r: Recipe):
     "Train (or load, or resume) the recipe's VAE; returns it."
     if r.task == 'text_to_image':
-        from ldm_course.crossattn import pretrained_image_vae
+        from ldm_course.t2i import pretrained_image_vae
         return pretrained_image_vae(r.dataset, r.vae_model, r.vae_train)
     from ldm_course.vae import pretrained_vae
     return pretrained_vae(r.vae_model, r.vae_train)
@@ -343,7 +343,7 @@ def run_cache_latents(r: Recipe, vae=None, encoder=None) -> dict:
     vae = vae if vae is not None else run_train_vae(r)
     if r.task == 'text_to_image':
         if r.train is None: raise ValueError(f"recipe {r.name!r} has no 'train' section: expected one to know which images to encode")
-        from ldm_course.crossattn import text_to_image_data
+        from ldm_course.t2i import text_to_image_data
         _, path, scale, cache, rows, _ = text_to_image_data(r.train, verbose=True, vae=vae, encoder=encoder)
         return {**latent_stats(path), 'scale_factor': scale, 'path': str(path), 'n': len(rows), 'captions': len(cache)}
     from ldm_course.latents import cached_latents, store_scale_factor
@@ -373,7 +373,7 @@ def run_train(r: Recipe, pipeline_dir=None) -> Path:
     g = torch.Generator().manual_seed(s.seed)
     vae = run_train_vae(r)
     if r.task == 'text_to_image':
-        import ldm_course.crossattn as X
+        import ldm_course.t2i as X
         from ldm_course.pipeline import LDMPipeline
         enc = X.text_encoder_for(r.train)
         unet = X.pretrained_text_denoiser(r.dataset, r.unet, r.train, vae=vae, encoder=enc)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .samplers import get_sampler, get_sigmas, as_denoiser
 from .guidance import CFG
-from .crossattn import prompt_conditions
+from .t2i import prompt_conditions
 from .pipeline import LDMPipeline, _to_pil
 
 # %% auto #0

@@ -15,7 +15,8 @@ from .diffusion import DiffusionConfig, generate
 from .samplers import SAMPLERS
 from .guidance import CFG
 from .text import TextEncoder, DEFAULT_TEXT_ENCODER
-from .crossattn import TextUNet, prompt_conditions
+from .crossattn import TextUNet
+from .t2i import prompt_conditions
 
 # %% auto #0
 __all__ = ['PIPELINE_FORMAT', 'LDMPipeline', 'read_pipeline_spec', 'prompt_panel']
