@@ -12,55 +12,62 @@ from torch.utils.checkpoint import checkpoint
 from .core import Config, pick
 
 # %% auto #0
-__all__ = ['UNET_QUICK', 'UNET_FULL', 'timestep_embedding', 'TimestepEmbedding', 'norm_layer', 'zero_module', 'ResBlock',
-           'naive_attention', 'SelfAttention2d', 'Downsample', 'Upsample', 'EmbedSequential', 'UNetConfig', 'UNet',
-           'count_params', 'unet_config']
+__all__ = ['TIME_EMBEDDINGS', 'UNET_QUICK', 'UNET_FULL', 'timestep_embedding', 'TimestepEmbedding', 'norm_layer', 'zero_module',
+           'ResBlock', 'naive_attention', 'SelfAttention2d', 'Downsample', 'Upsample', 'EmbedSequential', 'UNetConfig',
+           'UNet', 'count_params', 'unet_config']
 
 # %% ../nbs/08_unet.ipynb #ce586001
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    "Sinusoidal embedding of (possibly fractional) timesteps `t` of shape (B,): returns (B, dim), [cos | sin]."
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0, flip_sin_to_cos: bool = True,
+                       freq_shift: float = 0.0) -> torch.Tensor:
+    "Sinusoidal embedding of (possibly fractional) timesteps `t` of shape (B,): returns (B, dim), [cos | sin] ([sin | cos] unless `flip_sin_to_cos`)."
     if dim < 2 or dim % 2: raise ValueError(f"timestep_embedding: dim={dim}: expected an even number >= 2")
     t = torch.as_tensor(t)
     if t.ndim != 1: raise ValueError(f"timestep_embedding: expected t of shape (B,), got {tuple(t.shape)}")
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - freq_shift))
     args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return torch.cat([torch.cos(args), torch.sin(args)] if flip_sin_to_cos else [torch.sin(args), torch.cos(args)], dim=-1)
 
 class TimestepEmbedding(nn.Module):
     "Sinusoidal code of `t` followed by an MLP: (B,) -> (B, emb_dim)."
-    def __init__(self, dim: int, emb_dim: int):
+    def __init__(self, dim: int, emb_dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0):
         super().__init__()
-        self.dim = dim
+        self.dim, self.flip, self.shift = dim, flip_sin_to_cos, freq_shift
         self.mlp = nn.Sequential(nn.Linear(dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-    def forward(self, t): return self.mlp(timestep_embedding(t, self.dim))
+    def forward(self, t): return self.mlp(timestep_embedding(t, self.dim, flip_sin_to_cos=self.flip, freq_shift=self.shift))
 
 # %% ../nbs/08_unet.ipynb #d977635d
-def norm_layer(channels: int, groups: int) -> nn.GroupNorm:
+def norm_layer(channels: int, groups: int, eps: float = 1e-6) -> nn.GroupNorm:
     "GroupNorm with `groups` groups (which must divide `channels`)."
     if channels % groups: raise ValueError(f"GroupNorm: {channels} channels are not divisible by norm_groups={groups}")
-    return nn.GroupNorm(groups, channels, eps=1e-6)
+    return nn.GroupNorm(groups, channels, eps=eps)
 
 def zero_module(m: nn.Module) -> nn.Module:
     "Set every parameter of `m` to zero and return it (used for the last layer of each residual branch)."
     for p in m.parameters(): nn.init.zeros_(p)
     return m
 
+TIME_EMBEDDINGS = ('scale_shift', 'additive')
+
 class ResBlock(nn.Module):
-    "Residual block with time-embedding scale/shift (AdaGN); a fresh block is the identity (or a 1x1 conv)."
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, groups: int = 32):
+    "Residual block with time-embedding scale/shift (AdaGN) or, `time_embedding='additive'`, an added bias; a fresh block is the identity (or a 1x1 conv)."
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, groups: int = 32,
+                 time_embedding: str = 'scale_shift', eps: float = 1e-6):
         super().__init__()
-        self.in_ch, self.out_ch = in_ch, out_ch
-        self.norm1, self.conv1 = norm_layer(in_ch, groups), nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, 2 * out_ch)
-        self.norm2, self.drop = norm_layer(out_ch, groups), nn.Dropout(dropout)
+        if time_embedding not in TIME_EMBEDDINGS: raise ValueError(f"ResBlock: time_embedding={time_embedding!r}: expected one of {TIME_EMBEDDINGS}")
+        self.in_ch, self.out_ch, self.additive = in_ch, out_ch, time_embedding == 'additive'
+        self.norm1, self.conv1 = norm_layer(in_ch, groups, eps), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_ch if self.additive else 2 * out_ch)
+        self.norm2, self.drop = norm_layer(out_ch, groups, eps), nn.Dropout(dropout)
         self.conv2 = zero_module(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x, emb):
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
+        if self.additive: h = self.norm2(h + self.emb_proj(F.silu(emb))[:, :, None, None])
+        else:
+            scale, shift = self.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.drop(F.silu(h)))
         return self.skip(x) + h
 
@@ -133,10 +140,22 @@ class UNetConfig(Config):
     num_classes: int | None = None
     context_dim: int | None = None
     gradient_checkpointing: bool = False
+    time_embedding: str = 'scale_shift'   # or 'additive' (Stable Diffusion's ResBlocks)
+    norm_eps: float = 1e-6                # GroupNorm epsilon of the ResBlocks and the output (SD: 1e-5)
+    flip_sin_to_cos: bool = True
+    freq_shift: float = 0.0
+    head_dim: int | None = None           # attention heads = channels // head_dim (None: num_heads everywhere)
+    transformer_depth: int = 1            # transformer blocks per cross-attention layer (text U-Net)
+    position_codes: bool = True           # 2-D position codes in the text U-Net's transformers (SD: none)
+    optional = ('time_embedding', 'norm_eps', 'flip_sin_to_cos', 'freq_shift', 'head_dim', 'transformer_depth', 'position_codes')
 
     def __post_init__(self):
         super().__post_init__()
         if self.out_channels is None: self.out_channels = self.in_channels
+        if self.time_embedding not in TIME_EMBEDDINGS:
+            raise ValueError(f"config key 'time_embedding': {self.time_embedding!r}, expected one of {TIME_EMBEDDINGS}")
+        for k in ('head_dim', 'transformer_depth'):
+            if getattr(self, k) is not None and getattr(self, k) < 1: raise ValueError(f"config key {k!r}: expected a positive int, got {getattr(self, k)}")
         for k in ('in_channels', 'out_channels', 'sample_size', 'base_channels', 'num_res_blocks', 'num_heads', 'norm_groups'):
             if getattr(self, k) < 1: raise ValueError(f"config key {k!r}: expected a positive int, got {getattr(self, k)}")
         if not self.channel_mult or min(self.channel_mult) < 1:
@@ -147,6 +166,16 @@ class UNetConfig(Config):
         if not 0 <= self.dropout < 1: raise ValueError(f"config key 'dropout': expected 0 <= dropout < 1, got {self.dropout}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ValueError(f"config key 'num_classes': expected a positive int or None, got {self.num_classes}")
+
+    def to_dict(self) -> dict:
+        d, defaults = super().to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: v for k, v in d.items() if k not in self.optional or v != defaults[k]}
+
+    def heads(self, channels: int) -> int:
+        "Attention heads of a layer with `channels` channels."
+        if self.head_dim is None: return self.num_heads
+        if channels % self.head_dim: raise ValueError(f"config key 'head_dim': {channels} channels are not divisible by head_dim={self.head_dim}")
+        return channels // self.head_dim
 
     @property
     def levels(self) -> int: return len(self.channel_mult)
@@ -164,7 +193,8 @@ class UNet(nn.Module):
         self.config = cfg
         ch0, G = cfg.base_channels, cfg.norm_groups
         emb_dim = 4 * ch0
-        self.time_embed = TimestepEmbedding(ch0, emb_dim)
+        self.time_embed = TimestepEmbedding(ch0, emb_dim, cfg.flip_sin_to_cos, cfg.freq_shift)
+        res = lambda ci, co: ResBlock(ci, co, emb_dim, cfg.dropout, G, cfg.time_embedding, cfg.norm_eps)
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
         self.conv_in = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
 
@@ -172,31 +202,30 @@ class UNet(nn.Module):
         ch, self.down = ch0, nn.ModuleList()
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
-                blocks = [ResBlock(ch, ch0 * mult, emb_dim, cfg.dropout, G)]
+                blocks = [res(ch, ch0 * mult)]
                 ch = ch0 * mult
                 if 2 ** level in cfg.attention_resolutions: blocks.append(self.attention_block(ch, level))
                 self.down.append(EmbedSequential(blocks)); chans.append(ch)
             if level < cfg.levels - 1:
                 self.down.append(EmbedSequential([Downsample(ch)])); chans.append(ch)
 
-        self.mid = EmbedSequential([ResBlock(ch, ch, emb_dim, cfg.dropout, G), self.attention_block(ch, cfg.levels - 1),
-                                    ResBlock(ch, ch, emb_dim, cfg.dropout, G)])
+        self.mid = EmbedSequential([res(ch, ch), self.attention_block(ch, cfg.levels - 1), res(ch, ch)])
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
-                blocks = [ResBlock(ch + chans.pop(), ch0 * mult, emb_dim, cfg.dropout, G)]
+                blocks = [res(ch + chans.pop(), ch0 * mult)]
                 ch = ch0 * mult
                 if 2 ** level in cfg.attention_resolutions: blocks.append(self.attention_block(ch, level))
                 if level > 0 and i == cfg.num_res_blocks: blocks.append(Upsample(ch))
                 self.up.append(EmbedSequential(blocks))
         assert not chans
-        self.norm_out = norm_layer(ch, G)
+        self.norm_out = norm_layer(ch, G, cfg.norm_eps)
         self.conv_out = zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
     def attention_block(self, channels: int, level: int) -> nn.Module:
         "The attention block used at `level` (override to insert cross-attention at chosen resolutions)."
-        return SelfAttention2d(channels, self.config.num_heads, self.config.norm_groups)
+        return SelfAttention2d(channels, self.config.heads(channels), self.config.norm_groups)
 
     @property
     def uses_context(self) -> bool:

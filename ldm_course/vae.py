@@ -48,8 +48,11 @@ class AttnBlock(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
 
 class Downsample(nn.Module):
-    def __init__(self, c): super().__init__(); self.conv = nn.Conv2d(c, c, 3, stride=2, padding=1)
-    def forward(self, x): return self.conv(x)
+    "Stride-2 3×3 convolution; padding 'same' (1 pixel on each side) or 'asymmetric' (right and bottom only, as SD)."
+    def __init__(self, c, padding: str = 'same'):
+        super().__init__(); self.asym = padding == 'asymmetric'
+        self.conv = nn.Conv2d(c, c, 3, stride=2, padding=0 if self.asym else 1)
+    def forward(self, x): return self.conv(F.pad(x, (0, 1, 0, 1)) if self.asym else x)
 
 class Upsample(nn.Module):
     def __init__(self, c): super().__init__(); self.conv = nn.Conv2d(c, c, 3, padding=1)
@@ -68,9 +71,16 @@ class VAEConfig(Config):
     mid_attention: bool = True
     norm_groups: int = 8
     dropout: float = 0.0
+    down_padding: str = 'same'           # 'same' or 'asymmetric' (Stable Diffusion)
+    quant_conv: bool = False             # SD's 1×1 quant_conv / post_quant_conv around the latent
+    decoder_extra_block: bool = False    # SD's decoder: blocks_per_level + 1 residual blocks per level
+    output_tanh: bool = True             # SD: False, the last convolution is the output
+    optional = ('down_padding', 'quant_conv', 'decoder_extra_block', 'output_tanh')   # not saved at their defaults
 
     def __post_init__(self):
         super().__post_init__()
+        if self.down_padding not in ('same', 'asymmetric'):
+            raise ValueError(f"VAEConfig.down_padding={self.down_padding!r}: expected 'same' or 'asymmetric'")
         n = int(round(math.log2(self.down_factor))) if self.down_factor >= 1 else -1
         if n < 0 or 2 ** n != self.down_factor:
             raise ValueError(f"VAEConfig.down_factor={self.down_factor}: expected a power of two (1, 2, 4, 8, ...)")
@@ -78,6 +88,10 @@ class VAEConfig(Config):
             raise ValueError(f"VAEConfig: down_factor={self.down_factor} needs {n + 1} levels, channels={self.channels} has {len(self.channels)}")
         if self.image_size % self.down_factor:
             raise ValueError(f"VAEConfig: image_size={self.image_size} is not divisible by down_factor={self.down_factor}")
+
+    def to_dict(self) -> dict:
+        d, defaults = super().to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: v for k, v in d.items() if k not in self.optional or v != defaults[k]}
 
     @property
     def n_down(self) -> int: return int(round(math.log2(self.down_factor)))
@@ -113,7 +127,7 @@ class Encoder(nn.Module):
         for i, co in enumerate(c.channels):
             blocks = []
             for _ in range(c.blocks_per_level): blocks.append(ResnetBlock(ci, co, c.norm_groups, c.dropout)); ci = co
-            if i < c.n_down: blocks.append(Downsample(ci))
+            if i < c.n_down: blocks.append(Downsample(ci, c.down_padding))
             levels.append(nn.Sequential(*blocks))
         self.levels = nn.Sequential(*levels)
         self.mid = nn.Sequential(ResnetBlock(ci, ci, c.norm_groups), AttnBlock(ci, c.norm_groups) if c.mid_attention else nn.Identity(),
@@ -132,30 +146,37 @@ class Decoder(nn.Module):
         for j, co in enumerate(chs):
             i = len(chs) - 1 - j                        # the encoder level this decoder level mirrors
             blocks = []
-            for _ in range(c.blocks_per_level): blocks.append(ResnetBlock(ci, co, c.norm_groups, c.dropout)); ci = co
+            for _ in range(c.blocks_per_level + c.decoder_extra_block): blocks.append(ResnetBlock(ci, co, c.norm_groups, c.dropout)); ci = co
             if 1 <= i <= c.n_down: blocks.append(Upsample(ci))   # undo the encoder's down-sampling from level i-1
             levels.append(nn.Sequential(*blocks))
         self.levels = nn.Sequential(*levels)
         self.out = nn.Sequential(_norm(ci, c.norm_groups), nn.SiLU(), nn.Conv2d(ci, c.in_channels, 3, padding=1))
-    def forward(self, z): return torch.tanh(self.out(self.levels(self.mid(self.conv_in(z)))))
+        self.tanh = c.output_tanh
+    def forward(self, z):
+        h = self.out(self.levels(self.mid(self.conv_in(z))))
+        return torch.tanh(h) if self.tanh else h
 
 class AutoencoderKL(nn.Module):
     "The VAE: `encode(x) -> DiagonalGaussian`, `decode(z) -> images in [-1, 1]`, `forward(x) -> (recon, posterior)`."
     def __init__(self, config: VAEConfig = VAEConfig()):
         super().__init__(); self.config = config
         self.encoder, self.decoder = Encoder(config), Decoder(config)
+        if config.quant_conv:
+            L = config.latent_channels
+            self.quant_conv, self.post_quant_conv = nn.Conv2d(2 * L, 2 * L, 1), nn.Conv2d(L, L, 1)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         c = self.config
         if x.ndim != 4 or x.shape[1] != c.in_channels or tuple(x.shape[-2:]) != (c.image_size, c.image_size):
             raise ValueError(f"VAE.encode expects images (N, {c.in_channels}, {c.image_size}, {c.image_size}), got {tuple(x.shape)}")
-        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        h = self.encoder(x)
+        mean, logvar = (self.quant_conv(h) if c.quant_conv else h).chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 4 or tuple(z.shape[1:]) != self.config.latent_shape:
             raise ValueError(f"VAE.decode expects latents (N, {', '.join(map(str, self.config.latent_shape))}), got {tuple(z.shape)}")
-        return self.decoder(z)
+        return self.decoder(self.post_quant_conv(z) if self.config.quant_conv else z)
 
     def forward(self, x, sample: bool = True, generator=None):
         q = self.encode(x)
