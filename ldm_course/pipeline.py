@@ -12,7 +12,7 @@ from .checkpoint import save_checkpoint, load_weights, read_checkpoint, CKPT_NAM
 from .vae import AutoencoderKL, VAEConfig
 from .unet import UNetConfig
 from .diffusion import DiffusionConfig, generate
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, SCHEDULES
 from .guidance import CFG
 from .text import TextEncoder, DEFAULT_TEXT_ENCODER
 from .crossattn import TextUNet
@@ -32,7 +32,7 @@ def _to_pil(x: torch.Tensor):
 class LDMPipeline:
     "Text-to-image latent diffusion: `pipe(prompt, negative_prompt, guidance_scale, num_inference_steps, sampler, seed, ...)`."
     def __init__(self, unet: TextUNet, vae: AutoencoderKL, text_encoder: TextEncoder, scale_factor: float,
-                 diffusion_config: DiffusionConfig, sampler: str = 'dpmpp_2m', device=None):
+                 diffusion_config: DiffusionConfig, sampler: str = 'dpmpp_2m', device=None, schedule: str = 'trailing'):
         if text_encoder.hidden_size != unet.config.context_dim:
             raise ValueError(f"LDMPipeline: the text encoder's hidden size {text_encoder.hidden_size} does not match the U-Net's "
                              f"cross-attention width context_dim={unet.config.context_dim}")
@@ -40,10 +40,11 @@ class LDMPipeline:
             raise ValueError(f"LDMPipeline: the VAE makes {vae.config.latent_channels}-channel latents, the U-Net expects in_channels={unet.config.in_channels}")
         if not scale_factor > 0: raise ValueError(f"LDMPipeline: scale_factor={scale_factor}: expected a positive number")
         if sampler not in SAMPLERS: raise ValueError(f"LDMPipeline: sampler={sampler!r}: expected one of {sorted(SAMPLERS)}")
+        if schedule not in SCHEDULES: raise ValueError(f"LDMPipeline: schedule={schedule!r}: expected one of {SCHEDULES}")
         self.device = torch.device(device) if device is not None else default_device()
         self.unet, self.vae = unet.to(self.device).eval().requires_grad_(False), vae.to(self.device).eval().requires_grad_(False)
         self.text_encoder, self.scale_factor = text_encoder, float(scale_factor)
-        self.diffusion_config, self.sampler = diffusion_config, sampler
+        self.diffusion_config, self.sampler, self.schedule = diffusion_config, sampler, schedule   # schedule: the σ grid (chapter 09)
 
     @property
     def down_factor(self) -> int: return self.vae.config.down_factor
@@ -64,6 +65,7 @@ def _save_pretrained(self: LDMPipeline, path) -> Path:
     te = self.text_encoder
     spec = {'format': PIPELINE_FORMAT, 'unet_class': type(self.unet).__name__, 'scale_factor': self.scale_factor,
             'diffusion_config': self.diffusion_config.to_dict(), 'sampler': self.sampler,
+            **({} if self.schedule == 'trailing' else {'schedule': self.schedule}),
             'text_encoder': {'name_or_path': None if te.name == DEFAULT_TEXT_ENCODER else te.name,
                              'name': te.name, 'max_length': te.max_length, 'hidden_size': te.hidden_size}}
     tmp = path/'pipeline.json.tmp'; tmp.write_text(json.dumps(spec, indent=2)); tmp.replace(path/'pipeline.json')
@@ -88,7 +90,7 @@ def _from_pretrained(cls, path, device=None, text_encoder: TextEncoder | None = 
         raise FileNotFoundError(f"{file}: text_encoder.name_or_path={te['name_or_path']!r} is not a folder on this machine, and "
                                 f"a name in a pipeline folder is never downloaded; if you trust it, pass "
                                 f"text_encoder=TextEncoder({te['name_or_path']!r}, max_length={te['max_length']})") from None
-    return cls(*models, enc, spec['scale_factor'], dc, spec['sampler'], device)
+    return cls(*models, enc, spec['scale_factor'], dc, spec['sampler'], device, spec.get('schedule', 'trailing'))
 
 LDMPipeline.save_pretrained = _save_pretrained
 LDMPipeline.from_pretrained = classmethod(_from_pretrained)
@@ -148,7 +150,7 @@ def _call(self: LDMPipeline, prompt, negative_prompt=None, guidance_scale: float
     cond, uncond = prompt_conditions(self.text_encoder, prompts, negative_prompt)
     x = generate(self.unet, self.diffusion_config, len(prompts), sampler or self.sampler, num_inference_steps, g,
                  vae=self.vae, scale=self.scale_factor, cond=cond, guide=CFG(guidance_scale, uncond, guidance_rescale),
-                 callback=callback, x_T=latents)
+                 callback=callback, x_T=latents, schedule=self.schedule)
     return _to_pil(x) if output_type == 'pil' else x
 
 LDMPipeline.__call__ = _call
