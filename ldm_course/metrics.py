@@ -4,14 +4,16 @@
 
 # %% ../nbs/05_metrics.ipynb #e73f1dd8
 from __future__ import annotations
+import dataclasses
 import torch
 from torch import nn
+from fastcore.basics import patch
 from .core import pick
 from .data import FashionMNIST
 
 # %% auto #0
 __all__ = ['feature_stats', 'frechet_distance', 'fid_from_features', 'mmd2_poly', 'kid_from_features', 'batched_features',
-           'Evaluator']
+           'Evaluator', 'mean_std', 'disjoint_subsets', 'FIDReport', 'fid_protocol']
 
 # %% ../nbs/05_metrics.ipynb #4be3833c
 def feature_stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,3 +117,61 @@ class Evaluator:
         res = dict(n=len(images), fid=fid, fid_reals=reals, fid_ratio=fid / reals, kid=kid, kid_std=kid_std)
         if labels is not None: res['accuracy'] = self.accuracy(images, labels)
         return res
+
+# %% ../nbs/05_metrics.ipynb #f1d0a002
+def mean_std(xs) -> tuple[float, float]:
+    "Mean and sample standard deviation (ddof = 1) of at least two numbers."
+    t = torch.as_tensor([float(x) for x in xs], dtype=torch.float64)
+    if len(t) < 2: raise ValueError(f"mean_std: expected at least 2 values for a spread, got {len(t)}")
+    if not torch.isfinite(t).all(): raise ValueError(f"mean_std: values must be finite, got {t.tolist()}")
+    return float(t.mean()), float(t.std())
+
+def disjoint_subsets(pool_size: int, n: int, k: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    "k random index sets of size n from range(pool_size) that share no index."
+    if n < 2 or k < 2: raise ValueError(f"disjoint_subsets: expected n >= 2 images per subset and k >= 2 subsets, got n={n}, k={k}")
+    if n * k > pool_size:
+        raise ValueError(f"disjoint_subsets: {k} disjoint subsets of n={n} need n·k = {n * k} images; expected n·k <= pool size {pool_size}")
+    perm = torch.randperm(pool_size, generator=generator or torch.Generator().manual_seed(0))
+    return [perm[i * n:(i + 1) * n] for i in range(k)]
+
+# %% ../nbs/05_metrics.ipynb #f1d0a005
+@patch
+def reals_floor(self: Evaluator, n: int, subsets: int = 3, seed: int = 0) -> list[float]:
+    "FIDs of `subsets` disjoint sets of n real pool images against the fixed reference: the floor at this n, with its spread."
+    idx = disjoint_subsets(len(self.real_pool), n, subsets, torch.Generator().manual_seed(seed))
+    return [self.fid(self.real_pool[i]) for i in idx]
+
+@dataclasses.dataclass
+class FIDReport:
+    "FIDs of one generator over sampling seeds, beside the reals floor over disjoint real subsets, all at the same n."
+    n: int
+    seeds: list[int]
+    fids: list[float]
+    floors: list[float]
+    @property
+    def fid(self) -> float: return mean_std(self.fids)[0]
+    @property
+    def fid_std(self) -> float: return mean_std(self.fids)[1]
+    @property
+    def floor(self) -> float: return mean_std(self.floors)[0]
+    @property
+    def floor_std(self) -> float: return mean_std(self.floors)[1]
+    @property
+    def ratio(self) -> float: return self.fid / self.floor
+    def __str__(self):
+        return (f"FID {self.fid:.3f} ± {self.fid_std:.3f} over {len(self.seeds)} seeds (n = {self.n}); "
+                f"reals floor {self.floor:.3f} ± {self.floor_std:.3f} over {len(self.floors)} disjoint subsets; ratio {self.ratio:.1f}")
+
+# %% ../nbs/05_metrics.ipynb #f1d0a006
+def fid_protocol(sample_fn, seeds, evaluator: Evaluator, n: int, floor_subsets: int = 3) -> FIDReport:
+    "FID of `sample_fn(n, seed)` (images (n, C, H, W)) for each of >= 3 distinct seeds against the evaluator's fixed reference, beside the floor."
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 3 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"fid_protocol: seeds={seeds}: expected at least 3 distinct sampling seeds")
+    fids = []
+    for s in seeds:
+        imgs = sample_fn(n, s)
+        if not isinstance(imgs, torch.Tensor) or imgs.ndim != 4 or len(imgs) != n:
+            raise ValueError(f"fid_protocol: sample_fn({n}, {s}) returned {tuple(getattr(imgs, 'shape', ()))}: expected {n} images (N, C, H, W)")
+        fids.append(evaluator.fid(imgs))
+    return FIDReport(n, seeds, fids, evaluator.reals_floor(n, floor_subsets))
