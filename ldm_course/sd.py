@@ -19,9 +19,10 @@ from .text import TextEncoder, TextEmbeddings, mean_pool
 from .pipeline import LDMPipeline
 
 # %% auto #0
-__all__ = ['SD_PARTS', 'WEIGHT_NAMES', 'VAE_INSIDE', 'UNET_INSIDE', 'read_config', 'read_weights', 'check_options',
+__all__ = ['SD_PARTS', 'WEIGHT_NAMES', 'VAE_INSIDE', 'UNET_INSIDE', 'COMPVIS_PREFIX', 'SD1_UNET', 'SD1_VAE', 'COMPVIS_UNET_WHERE',
+           'COMPVIS_UNET_INSIDE', 'COMPVIS_VAE_INSIDE', 'read_config', 'read_weights', 'check_options',
            'vae_config_from_diffusers', 'unet_config_from_diffusers', 'map_state_dict', 'vae_rules', 'unet_rules',
-           'sd_scale_factor', 'CLIPPromptEncoder', 'scheduler_from_diffusers']
+           'sd_scale_factor', 'CLIPPromptEncoder', 'scheduler_from_diffusers', 'read_single_file', 'compvis_vae_where']
 
 # %% ../nbs/21_sd_weights.ipynb #a6a9d6d4
 SD_PARTS = ('vae', 'unet', 'text_encoder', 'tokenizer', 'scheduler')
@@ -289,3 +290,53 @@ def from_diffusers(cls: LDMPipeline, path, device=None, sampler: str | None = No
     if notes and sampler in (None, samp):
         warnings.warn(f"{path/'scheduler'}: {'; '.join(notes)}: sampling follows the course's grid for that spacing")
     return cls(unet, vae, enc, vae.scaling_factor, dc, sampler or samp, device, schedule or sch)
+
+# %% ../nbs/21_sd_weights.ipynb #697a2bbb
+COMPVIS_PREFIX = {'unet': 'model.diffusion_model.', 'vae': 'first_stage_model.', 'text_encoder': 'cond_stage_model.transformer.'}
+SD1_UNET = {**_UNET_DEFAULTS, 'cross_attention_dim': 768}
+SD1_VAE = {**_VAE_DEFAULTS, 'block_out_channels': [128, 256, 512, 512], 'layers_per_block': 2, 'sample_size': 512,
+           'down_block_types': ['DownEncoderBlock2D'] * 4, 'up_block_types': ['UpDecoderBlock2D'] * 4}
+
+def read_single_file(path, part: str) -> dict:
+    "One part ('unet', 'vae', 'text_encoder') of an original single-file SD checkpoint, its prefix removed (.safetensors, or .ckpt via weights_only)."
+    if part not in COMPVIS_PREFIX: raise ValueError(f"part={part!r}: expected one of {list(COMPVIS_PREFIX)}")
+    p, tensors = COMPVIS_PREFIX[part], load_tensors(path)
+    out = {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+    if not out: raise ValueError(f"{path}: no '{p}*' tensors; expected an original Stable Diffusion checkpoint (CompVis key names)")
+    return out
+
+COMPVIS_UNET_WHERE = [(r'^time_embed\.0\.', 'time_embed.mlp.0.'), (r'^time_embed\.2\.', 'time_embed.mlp.2.'), (r'^input_blocks\.0\.0\.', 'conv_in.'),
+                      (r'^input_blocks\.(\d+)\.', lambda m: f"down.{int(m[1]) - 1}."), (r'^middle_block\.', 'mid.'), (r'^output_blocks\.', 'up.'),
+                      (r'^out\.0\.', 'norm_out.'), (r'^out\.2\.', 'conv_out.')]
+COMPVIS_UNET_INSIDE = [(r'\.in_layers\.0\.', '.norm1.'), (r'\.in_layers\.2\.', '.conv1.'), (r'\.emb_layers\.1\.', '.emb_proj.'),
+                       (r'\.out_layers\.0\.', '.norm2.'), (r'\.out_layers\.3\.', '.conv2.'), (r'\.skip_connection\.', '.skip.'), (r'\.op\.', '.conv.'), *UNET_INSIDE]
+COMPVIS_VAE_INSIDE = [(r'\.nin_shortcut\.', '.skip.'), (r'\.mid\.1\.q\.', '.mid.1.qkv#0.'), (r'\.mid\.1\.k\.', '.mid.1.qkv#1.'),
+                      (r'\.mid\.1\.v\.', '.mid.1.qkv#2.'), (r'\.mid\.1\.proj_out\.', '.mid.1.proj.')]
+
+def compvis_vae_where(c: VAEConfig) -> list:
+    "Where each CompVis VAE tensor lives in ours (CompVis numbers the decoder's levels by resolution, as the encoder's)."
+    B, L = c.blocks_per_level, len(c.channels)
+    return [(r'^(encoder|decoder)\.conv_in\.', r'\1.conv_in.'), (r'^encoder\.down\.(\d+)\.block\.(\d+)\.', r'encoder.levels.\1.\2.'),
+            (r'^encoder\.down\.(\d+)\.downsample\.', rf'encoder.levels.\1.{B}.'),
+            (r'^decoder\.up\.(\d+)\.block\.(\d+)\.', lambda m: f"decoder.levels.{L - 1 - int(m[1])}.{m[2]}."),
+            (r'^decoder\.up\.(\d+)\.upsample\.', lambda m: f"decoder.levels.{L - 1 - int(m[1])}.{B + c.decoder_extra_block}."),
+            (r'^(encoder|decoder)\.mid\.block_1\.', r'\1.mid.0.'), (r'^(encoder|decoder)\.mid\.attn_1\.', r'\1.mid.1.'),
+            (r'^(encoder|decoder)\.mid\.block_2\.', r'\1.mid.2.'), (r'^(encoder|decoder)\.norm_out\.', r'\1.out.0.'),
+            (r'^(encoder|decoder)\.conv_out\.', r'\1.out.2.'), (r'^(post_quant_conv|quant_conv)\.', r'\1.')]
+
+# %% ../nbs/21_sd_weights.ipynb #3aa3b872
+@patch(cls_method=True)
+def from_compvis(cls: TextUNet, path, config: dict | None = None) -> TextUNet:
+    "The course's TextUNet from an original single-file checkpoint's `model.diffusion_model.*`; `config`: its diffusers-style unet config (default SD 1.x)."
+    unet = cls(unet_config_from_diffusers(SD1_UNET if config is None else config, 'unet config'))
+    unet.load_state_dict(map_state_dict(read_single_file(path, 'unet'), unet, COMPVIS_UNET_WHERE, COMPVIS_UNET_INSIDE, f"{path} (model.diffusion_model.*)"))
+    return unet.eval()
+
+@patch(cls_method=True)
+def from_compvis(cls: AutoencoderKL, path, config: dict | None = None, image_size: int | None = None) -> AutoencoderKL:  # noqa: F811
+    "The course's AutoencoderKL from an original single-file checkpoint's `first_stage_model.*`; `config`: its diffusers-style vae config (default SD 1.x)."
+    cfg = SD1_VAE if config is None else config
+    vae = cls(vae_config_from_diffusers(cfg, image_size, 'vae config'))
+    vae.load_state_dict(map_state_dict(read_single_file(path, 'vae'), vae, compvis_vae_where(vae.config), COMPVIS_VAE_INSIDE, f"{path} (first_stage_model.*)"))
+    vae.scaling_factor = float(cfg.get('scaling_factor', _VAE_DEFAULTS['scaling_factor']))
+    return vae.eval()
