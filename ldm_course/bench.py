@@ -4,25 +4,29 @@
 
 # %% ../nbs/18_benchmarks.ipynb #397fb8c7
 from __future__ import annotations
-import argparse, contextlib, json, os, statistics, sys, time
+import argparse, contextlib, dataclasses, json, os, statistics, sys, time
 from typing import Callable
 import torch
 from torch import nn
 import torch.nn.functional as F
+from torch.utils.data import default_collate
+from .core import Config
 from .unet import UNet, UNetConfig, UNET_QUICK, UNET_FULL, count_params
 from .scheduler import NoiseScheduler
 from .samplers import as_denoiser, get_sampler, get_sigmas, prior_sample
 from .guidance import CFG
 from .vae import AutoencoderKL, VAEConfig
-from .training import ADAMW_IMPLS, TrainConfig, adamw
+from .training import ADAMW_IMPLS, TrainConfig, adamw, to_device
 
 # %% auto #0
-__all__ = ['PEAK_BF16_FLOPS', 'SHIPPED_ADAMW', 'sync', 'time_alternating', 'medians', 'speedup', 'ratio_spread', 'fmt_table',
-           'cpu_peak_tensor_bytes', 'peak_memory', 'check_param_match', 'matched_diffusers_unet', 'as_model_fn',
-           'random_batch', 'make_train_step', 'to_channels_last', 'try_compile', 'count_flops', 'peak_flops',
-           'bench_train', 'ratio_row', 'diffusers_scheduler', 'diffusers_sample', 'course_sample', 'null_condition',
-           'bench_sampling', 'matched_diffusers_vae', 'bench_vae', 'text_unet_class', 'unet_pair', 'main',
-           'console_main']
+__all__ = ['PEAK_BF16_FLOPS', 'SHIPPED_ADAMW', 'PROJECTION_PEAKS', 'ASSUMED_MFU', 'sync', 'time_alternating', 'medians',
+           'speedup', 'ratio_spread', 'fmt_table', 'cpu_peak_tensor_bytes', 'peak_memory', 'check_param_match',
+           'matched_diffusers_unet', 'as_model_fn', 'random_batch', 'make_train_step', 'to_channels_last',
+           'try_compile', 'count_flops', 'peak_flops', 'bench_train', 'ratio_row', 'diffusers_scheduler',
+           'diffusers_sample', 'course_sample', 'null_condition', 'bench_sampling', 'matched_diffusers_vae',
+           'bench_vae', 'text_unet_class', 'unet_pair', 'main', 'console_main', 'full_size', 'FullSizeModel',
+           'random_images', 'random_latents', 'denoiser_inputs', 'denoiser_loss', 'network_loss', 'vae_loss',
+           'full_size_models', 'saved_activation_bytes', 'fmt_duration', 'full_size_cost']
 
 # %% ../nbs/18_benchmarks.ipynb #fbbdcc96
 def sync(device=None):
@@ -453,3 +457,178 @@ def console_main(argv=None) -> None:
     main(argv)
 
 if __name__ == '__main__' and 'IPython' not in sys.modules: main()   # `python -m ldm_course.bench`
+
+# %% ../nbs/18_benchmarks.ipynb #bcb37e57
+@contextlib.contextmanager
+def full_size():
+    "LDM_QUICK=0 while the block runs: `pick` reads it at every call, so the presets evaluated inside are the full ones."
+    old = os.environ.get('LDM_QUICK')
+    os.environ['LDM_QUICK'] = '0'
+    try: yield
+    finally:
+        if old is None: os.environ.pop('LDM_QUICK', None)
+        else: os.environ['LDM_QUICK'] = old
+
+@dataclasses.dataclass
+class FullSizeModel:
+    "A model a full-size run trains: class, configs, a maker of random training examples and its loss (`loss(device)` builds it)."
+    names: list[str]                    # the presets and recipes that train this model with this config
+    cls: type
+    config: Config
+    train: TrainConfig
+    item: Callable[[int], tuple]        # example i of a random batch (the data's shapes, no data set)
+    loss: Callable[[str], Callable]     # device -> loss_fn(model, batch): the course's training loss
+    count_loss: Callable[[str], Callable] | None = None   # the same FLOPs, but runs on the meta device (default: `loss`)
+    n_train: int | None = None          # training examples, for a config counted in epochs
+
+    @property
+    def name(self) -> str: return ' = '.join(self.names)
+    def build(self, device='cpu') -> nn.Module:
+        with torch.device(device): return self.cls(self.config)
+    def batch(self, n: int): return default_collate([self.item(i) for i in range(n)])
+    @property
+    def steps(self) -> int:
+        "Optimiser steps of the run: `train.steps`, or epochs of `n_train // batch_size` full batches (the Trainer drops the last partial one)."
+        tc = self.train
+        return tc.steps if tc.epochs is None else tc.epochs * (self.n_train // tc.batch_size // tc.grad_accum)
+
+# %% ../nbs/18_benchmarks.ipynb #fa868d70
+def _g(seed: int) -> torch.Generator: return torch.Generator().manual_seed(seed)
+
+def random_images(c: int, size: int, n_classes: int | None = None) -> Callable:
+    "Example i: a random image (c, size, size) in [-1, 1], with a class label when `n_classes`."
+    def item(i):
+        x = torch.rand(c, size, size, generator=_g(i)) * 2 - 1
+        return (x, torch.randint(n_classes, (), generator=_g(i))) if n_classes else (x,)
+    return item
+
+def random_latents(shape, n_classes: int | None = None, context: tuple[int, int] | None = None) -> Callable:
+    "Example i: a random latent and a class label (0 without classes), or a random prompt `context` (tokens, width) and its padding mask."
+    def item(i):
+        z = torch.randn(*shape, generator=_g(i))
+        if context is None: return z, torch.randint(n_classes or 1, (), generator=_g(i))
+        n, w = context
+        return z, torch.randn(n, w, generator=_g(i + 7)), torch.arange(n) < (3 if i % 2 == 0 else n)   # prompts of 3 and n tokens
+    return item
+
+def denoiser_inputs(batch, task: str) -> tuple[torch.Tensor, dict]:
+    "(latents, conditions) of a batch of `random_latents` for a denoiser trained for `task` (the recipes' task names)."
+    if task == 'text_to_image': return batch[0], {'context': batch[1], 'context_mask': batch[2]}
+    return batch[0], ({'class_labels': batch[1].long()} if task == 'class_conditional' else {})
+
+def denoiser_loss(tc, task: str) -> Callable:
+    "The course's denoiser loss (`diffusion_loss`) with its condition dropout for `task`, on batches of `random_latents`."
+    from ldm_course.diffusion import diffusion_loss
+    from ldm_course.guidance import drop_conditions
+    sched = tc.scheduler()
+    def loss(m, b):
+        z, cond = denoiser_inputs(b, task)
+        if cond: cond = drop_conditions(cond, null_condition(cond, m.config), tc.cond_dropout)
+        return diffusion_loss(m, z, tc, sched, **cond)
+    return loss
+
+def network_loss(task: str) -> Callable:
+    "A stand-in for `denoiser_loss` with the same counted FLOPs that also runs on the meta device: the mean square of the network's output."
+    def loss(m, b):
+        z, cond = denoiser_inputs(b, task)
+        for k in ('class_labels', 'context_mask'):   # a lookup and a mask: no FLOPs, but their checks read values, which meta tensors lack
+            cond.pop(k, None)
+        return m(z, torch.zeros(len(z), dtype=torch.long, device=z.device), **cond).float().pow(2).mean(), {}
+    return loss
+
+# %% ../nbs/18_benchmarks.ipynb #d8761609
+def vae_loss(tc, device='cpu') -> Callable:
+    "The course's VAE loss with the perceptual network `tc.perceptual` names (chapter 04's classifier at full size, untrained; or LPIPS) on `device`."
+    from ldm_course.vae import vae_loss_fn, make_perceptual, resolve_perceptual
+    kind, perc = resolve_perceptual(tc.perceptual), None
+    if kind == 'classifier':
+        from ldm_course.classifier import Classifier, classifier_configs
+        with full_size(), torch.device(device): perc = make_perceptual('classifier', Classifier(classifier_configs()[0]))
+    elif kind == 'lpips': perc = make_perceptual('lpips').to(device)
+    return vae_loss_fn(tc, perc)
+
+def _vae_model(names, mc, tc) -> FullSizeModel:
+    return FullSizeModel(names, AutoencoderKL, mc, tc, random_images(mc.in_channels, mc.image_size), lambda d: vae_loss(tc, d))
+
+def _denoiser_model(names, cls, mc, tc, task: str) -> FullSizeModel:
+    ctx = (tc.max_length, mc.context_dim) if task == 'text_to_image' else None
+    return FullSizeModel(names, cls, mc, tc, random_latents((mc.in_channels, mc.sample_size, mc.sample_size), mc.num_classes, ctx),
+                         lambda d: denoiser_loss(tc, task), lambda d: network_loss(task))
+
+# %% ../nbs/18_benchmarks.ipynb #c1ab05cf
+def full_size_models(recipes: bool = True) -> list[FullSizeModel]:
+    "Every model the course trains at full size: the `full` side of each chapter's `pick` presets, then each shipped recipe's models.\n\n    A model that several of them train with the same configs appears once, with all their names."
+    from ldm_course.classifier import Classifier, classifier_configs, classifier_loss
+    from ldm_course.vae import vae_configs
+    from ldm_course.diffusion import denoiser_configs
+    from ldm_course.guidance import class_denoiser_configs
+    from ldm_course.shapes import ShapeAttributeClassifier, ShapesDataset, shape_classifier_configs, shape_classifier_loss
+    from ldm_course.t2i import image_vae_configs, text_to_image_configs
+    from ldm_course.crossattn import TextUNet
+    out = []
+    with full_size():
+        mc, tc = classifier_configs()
+        out.append(FullSizeModel(['04 classifier'], Classifier, mc, tc, random_images(1, mc.image_size, mc.num_classes),
+                                 lambda d: classifier_loss, n_train=tc.limit or 60000))
+        vm, vt = vae_configs(); out.append(_vae_model(['06 VAE'], vm, vt))
+        mc, tc = denoiser_configs(); out.append(_denoiser_model(['10 denoiser'], UNet, mc, tc, 'unconditional'))
+        mc, tc = shape_classifier_configs()
+        shapes = ShapesDataset(2, 'all', 0)      # two generated images with their labels (cheap: no data set is loaded)
+        out.append(FullSizeModel(['12 shape classifier'], ShapeAttributeClassifier, mc, tc, lambda i: shapes[i % 2], lambda d: shape_classifier_loss))
+        mc, tc = class_denoiser_configs(); out.append(_denoiser_model(['13 class denoiser'], UNet, mc, tc, 'class_conditional'))
+        for ds in ('shapes', 'emoji'):
+            vm, vt = image_vae_configs(ds); out.append(_vae_model([f'15 image VAE ({ds})'], vm, vt))
+            mc, tc = text_to_image_configs(ds)
+            out.append(_denoiser_model([f'15 text U-Net ({ds})'], TextUNet, mc.replace(sample_size=vm.latent_shape[1]), tc, 'text_to_image'))
+    if recipes:
+        from ldm_course.cli import list_recipes, load_recipe
+        for name in list_recipes():
+            r = load_recipe(name)
+            out.append(_vae_model([f'{name} VAE'], r.vae_model, r.vae_train))
+            if r.unet is not None: out.append(_denoiser_model([f'{name} U-Net'], TextUNet if r.task == 'text_to_image' else UNet, r.unet, r.train, r.task))
+    unique = {}
+    for m in out:      # same network, same objective, same length of run: one entry
+        t = m.train
+        key = (m.cls.__name__, repr(m.config.to_dict()), type(t).__name__, getattr(t, 'perceptual', None), getattr(t, 'prediction_type', None),
+               t.batch_size, m.steps)
+        if key in unique: unique[key].names += m.names
+        else: unique[key] = m
+    return list(unique.values())
+
+# %% ../nbs/18_benchmarks.ipynb #d909cdae
+def saved_activation_bytes(fn: Callable, params=()) -> int:
+    "Bytes of the tensors autograd saves for the backward pass while `fn()` runs (each storage once; those of `params` left out)."
+    key = lambda t: t.untyped_storage()._cdata                # the storage itself: views of one tensor share it
+    skip, saved = {key(p) for p in params}, {}
+    def pack(t):
+        if key(t) not in skip: saved[key(t)] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): fn()
+    return sum(saved.values())
+
+# %% ../nbs/18_benchmarks.ipynb #3c06b4c7
+# Dense tensor-core peaks (without 2:4 sparsity) in the precision each GPU trains in, from NVIDIA's data sheets: T4 65 TFLOPS
+# fp16 mixed precision (Turing has no bf16), A100 SXM 312 TFLOPS bf16, H100 SXM 989 TFLOPS bf16 (1,979 with sparsity).
+PROJECTION_PEAKS = {'T4': 65e12, 'A100': PEAK_BF16_FLOPS['A100'], 'H100': PEAK_BF16_FLOPS['H100']}
+ASSUMED_MFU = 0.35       # an assumption, not a measurement: see the text; `ldm-bench` measures the real MFU on a GPU
+
+def fmt_duration(seconds: float) -> str:
+    "A duration for a table: '<1 min', '42 min', '7.5 h', '3.2 d'."
+    if seconds < 60: return '<1 min'
+    if seconds < 5400: return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} d"
+
+def full_size_cost(m: FullSizeModel, act_batch: int = 1, peaks: dict = PROJECTION_PEAKS, mfu: float = ASSUMED_MFU) -> dict:
+    "One row of the projection: parameters, FLOPs per step and in total, fp32 activations at the full batch, and the projected time on each GPU at utilisation `mfu`."
+    B = m.train.batch_size
+    net, batch = m.build('meta'), to_device(m.batch(B), 'meta')   # counting needs shapes only: no memory, no arithmetic
+    loss = (m.count_loss or m.loss)('meta')
+    flops = count_flops(lambda: loss(net, batch)[0].backward())
+    torch.manual_seed(0); net = m.build('cpu').train()
+    loss, small = m.loss('cpu'), m.batch(act_batch)
+    act = saved_activation_bytes(lambda: loss(net, small), list(net.parameters())) * B / act_batch
+    total = flops * m.steps
+    row = {'model': m.name, 'params M': count_params(net) / 1e6, 'GFLOP/step': flops / 1e9, 'batch': B, 'steps': m.steps,
+           'PFLOP total': total / 1e15, 'activations GiB': act / 2**30}
+    row.update({f'{g} (projected)': fmt_duration(total / (p * mfu)) for g, p in peaks.items()})
+    return row

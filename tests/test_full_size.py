@@ -3,27 +3,19 @@ recipe (a GPU recipe is its own size), so that a wrong shape, a missing key or a
 on a learner's rented GPU. Random tensors of the right shapes stand in for the data (no data set is loaded); each model runs
 two steps of the course's `Trainer` with its real loss at batch 2 (1 at 256x256) and its full resolution. What the steps change from the
 preset: `steps=2` and a constant learning rate without warm-up (so both steps move the weights at the preset's `lr`).
-Models that two presets or recipes share are stepped once. About a minute on one thread."""
-import contextlib, os
+Models that two presets or recipes share are stepped once. The list is `ldm_course.bench.full_size_models()`, the one the
+benchmarks chapter projects GPU training times for. About a minute of CPU time on one thread."""
+import os
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from ldm_course.bench import full_size, full_size_models
 
 BATCH = 2
 
 def batch_size(mc) -> int:
     "2, or 1 for 256x256 images (the f8 VAE's two steps at batch 2 would take a minute on one thread)."
     return 1 if getattr(mc, 'image_size', 0) >= 256 else BATCH
-
-@contextlib.contextmanager
-def full_size():
-    "LDM_QUICK=0 while the block runs: `pick` reads it at every call, so presets evaluated inside are the full ones."
-    old = os.environ.get('LDM_QUICK')
-    os.environ['LDM_QUICK'] = '0'
-    try: yield
-    finally:
-        if old is None: os.environ.pop('LDM_QUICK', None)
-        else: os.environ['LDM_QUICK'] = old
 
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():
@@ -41,125 +33,19 @@ def test_pick_reads_the_switch_at_call_time():
     try: assert vae_configs()[0].channels == (16, 32, 32)
     finally: os.environ.pop('LDM_QUICK')
 
-# ---- batches of random tensors, one maker per kind of data
+def _param(m):
+    "A pytest case of one FullSizeModel, at the batch size it trains with here."
+    return pytest.param(m.cls, m.config, m.train, m.item, lambda: m.loss('cpu'), id=m.name)
 
-def _g(seed=0): return torch.Generator().manual_seed(seed)
-
-def images(c, size):
-    return lambda i: (torch.rand(c, size, size, generator=_g(i)) * 2 - 1,)
-
-def labelled_images(c, size, n_classes=10):
-    return lambda i: (torch.rand(c, size, size, generator=_g(i)) * 2 - 1, torch.randint(n_classes, (), generator=_g(i)))
-
-def shapes_items():
-    from ldm_course.shapes import ShapesDataset
-    ds = ShapesDataset(BATCH, 'all', 0)          # generated on the fly: two rendered images with their labels
-    return lambda i: ds[i]
-
-def latents(shape, classes=None):
-    def item(i):
-        z = torch.randn(*shape, generator=_g(i))
-        return (z, torch.randint(classes, (), generator=_g(i))) if classes else (z, torch.tensor(0))
-    return item
-
-def captioned_latents(shape, tokens, width):
-    "A latent, a random context of the text encoder's width and a padding mask (prompt lengths 3 and all tokens)."
-    def item(i):
-        n = [3, tokens][i % 2]
-        return torch.randn(*shape, generator=_g(i)), torch.randn(tokens, width, generator=_g(i + 7)), torch.arange(tokens) < n
-    return item
-
-# ---- the course's losses
-
-def vae_loss(tc, in_channels):
-    from ldm_course.vae import vae_loss_fn, make_perceptual, resolve_perceptual
-    kind = resolve_perceptual(tc.perceptual)
-    perc = None
-    if kind == 'classifier':                     # chapter 04's full-size network, untrained: the loss and its gradient are what count
-        from ldm_course.classifier import Classifier, classifier_configs
-        with full_size(): perc = make_perceptual('classifier', Classifier(classifier_configs()[0]))
-    elif kind == 'lpips': perc = make_perceptual('lpips')
-    return vae_loss_fn(tc, perc)
-
-def denoiser_loss(tc):
-    from ldm_course.diffusion import diffusion_loss
-    sched = tc.scheduler()
-    return lambda m, b: diffusion_loss(m, b[0], tc, sched)
-
-def class_loss(tc, n_classes):
-    from ldm_course.diffusion import diffusion_loss
-    from ldm_course.guidance import drop_conditions
-    sched, null = tc.scheduler(), {'class_labels': torch.tensor([n_classes])}
-    return lambda m, b: diffusion_loss(m, b[0], tc, sched, **drop_conditions({'class_labels': b[1].long()}, null, tc.cond_dropout))
-
-def text_loss(tc):
-    from ldm_course.diffusion import diffusion_loss
-    from ldm_course.guidance import drop_conditions
-    sched = tc.scheduler()
-    def loss(m, b):
-        z, ctx, mask = b
-        null = {'context': torch.zeros(1, *ctx.shape[1:]), 'context_mask': torch.arange(ctx.shape[1])[None] < 1}
-        return diffusion_loss(m, z, tc, sched, **drop_conditions({'context': ctx, 'context_mask': mask}, null, tc.cond_dropout))
-    return loss
-
-# ---- the cases: (names, model class, model config, train config, item maker, loss)
-
-def _cases():
-    from ldm_course.classifier import Classifier, classifier_configs, classifier_loss
-    from ldm_course.vae import AutoencoderKL, vae_configs
-    from ldm_course.unet import UNet
-    from ldm_course.crossattn import TextUNet
-    from ldm_course.diffusion import denoiser_configs
-    from ldm_course.guidance import class_denoiser_configs
-    from ldm_course.shapes import ShapeAttributeClassifier, shape_classifier_configs, shape_classifier_loss
-    from ldm_course.t2i import image_vae_configs, text_to_image_configs
-    from ldm_course.cli import list_recipes, load_recipe
-    out = []
-    def vae_case(name, mc, tc):
-        out.append((name, AutoencoderKL, mc, tc, images(mc.in_channels, mc.image_size), lambda: vae_loss(tc, mc.in_channels)))
-    with full_size():
-        mc, tc = classifier_configs()
-        out.append(('04 classifier', Classifier, mc, tc, labelled_images(1, mc.image_size), lambda: classifier_loss))
-        vm, vt = vae_configs(); vae_case('06 vae', vm, vt)
-        mc, tc = denoiser_configs()
-        out.append(('10 denoiser', UNet, mc, tc, latents(vm.latent_shape), lambda tc=tc: denoiser_loss(tc)))
-        mc, tc = shape_classifier_configs()
-        out.append(('12 shape classifier', ShapeAttributeClassifier, mc, tc, shapes_items(), lambda: shape_classifier_loss))
-        mc, tc = class_denoiser_configs()
-        out.append(('13 class denoiser', UNet, mc, tc, latents(vm.latent_shape, 10), lambda tc=tc, n=mc.num_classes: class_loss(tc, n)))
-        for ds in ('shapes', 'emoji'):
-            vm, vt = image_vae_configs(ds); vae_case(f'15 image vae ({ds})', vm, vt)
-            mc, tc = text_to_image_configs(ds)
-            out.append((f'15 text denoiser ({ds})', TextUNet, mc.replace(sample_size=vm.latent_shape[1]), tc,
-                        captioned_latents(vm.latent_shape, tc.max_length, mc.context_dim), lambda tc=tc: text_loss(tc)))
-    for name in list_recipes():
-        r = load_recipe(name)
-        vae_case(f'recipe {name} vae', r.vae_model, r.vae_train)
-        if r.unet is None: continue
-        shape = r.vae_model.latent_shape
-        if r.task == 'text_to_image':
-            out.append((f'recipe {name} unet', TextUNet, r.unet, r.train, captioned_latents(shape, r.train.max_length, r.unet.context_dim),
-                        lambda tc=r.train: text_loss(tc)))
-        elif r.task == 'class_conditional':
-            out.append((f'recipe {name} unet', UNet, r.unet, r.train, latents(shape, r.unet.num_classes),
-                        lambda tc=r.train, n=r.unet.num_classes: class_loss(tc, n)))
-        else: out.append((f'recipe {name} unet', UNet, r.unet, r.train, latents(shape), lambda tc=r.train: denoiser_loss(tc)))
-    # one run per distinct (model, config, training objective): presets and recipes that share a model share its run
-    unique = {}
-    for name, cls, mc, tc, item, loss in out:
-        key = (cls.__name__, repr(mc.to_dict()), type(tc).__name__, getattr(tc, 'perceptual', None), getattr(tc, 'prediction_type', None))
-        unique.setdefault(key, [[], cls, mc, tc, item, loss])[0].append(name)
-    return [pytest.param(*v[1:], id=' + '.join(v[0])) for v in unique.values()]
-
-CASES = _cases()
+CASES = [_param(m) for m in full_size_models()]      # the presets are evaluated with LDM_QUICK=0 inside full_size_models
 
 def test_every_preset_and_recipe_is_covered():
     from ldm_course.cli import list_recipes
-    ids = ' + '.join(p.id for p in CASES)
-    for name in list_recipes(): assert f'recipe {name} vae' in ids, name
-    for name in ('04 classifier', '06 vae', '10 denoiser', '12 shape classifier', '13 class denoiser', '15 image vae (shapes)',
-                 '15 text denoiser (shapes)', 'recipe folder_256 unet'):
-        assert name in ids, name
+    names = {n for p in CASES for n in p.id.split(' = ')}
+    for name in list_recipes(): assert f'{name} VAE' in names, name
+    for name in ('04 classifier', '06 VAE', '10 denoiser', '12 shape classifier', '13 class denoiser', '15 image VAE (shapes)',
+                 '15 text U-Net (shapes)', 'folder_256 U-Net', 'folder_64 U-Net', 'fashion_ldm U-Net'):
+        assert name in names, name
 
 @torch.no_grad()
 def _probe(model, loss_fn, batch) -> float:
