@@ -23,15 +23,14 @@ def one_thread():
     yield
     torch.set_num_threads(n)
 
-def test_pick_reads_the_switch_at_call_time():
+def test_pick_reads_the_switch_at_call_time(monkeypatch):
     from ldm_course.core import pick
     from ldm_course.vae import vae_configs
+    monkeypatch.setenv('LDM_QUICK', '1')
     with full_size():
         assert pick('q', 'f') == 'f'
         assert vae_configs()[0].channels == (64, 128, 256)
-    os.environ['LDM_QUICK'] = '1'
-    try: assert vae_configs()[0].channels == (16, 32, 32)
-    finally: os.environ.pop('LDM_QUICK')
+    assert os.environ['LDM_QUICK'] == '1' and vae_configs()[0].channels == (16, 32, 32)
 
 def _param(m):
     "A pytest case of one FullSizeModel, at the batch size it trains with here."
