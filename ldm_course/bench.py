@@ -208,7 +208,7 @@ def try_compile(model: nn.Module, probe: Callable[[nn.Module], object], **kw) ->
 PEAK_BF16_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}   # dense tensor-core bf16, SXM parts
 
 def count_flops(fn: Callable) -> int:
-    "FLOPs (matmul, conv, attention; forward and backward) of one call of `fn`."
+    "FLOPs (matmul, conv, attention; forward and backward) of one call of `fn` (fused CPU attention counts 0: count on meta tensors)."
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc: fn()
     return fc.get_total_flops()
