@@ -124,3 +124,11 @@ class TextUNet(UNet):
     def cross_attentions(self) -> list[CrossAttention]:
         "The cross-attention layers (for attention maps)."
         return [m.attn2 for m in self.modules() if isinstance(m, TransformerBlock)]
+
+# %% ../nbs/15_crossattn.ipynb #e1ab090c
+def _from_diffusers(cls, path):
+    "The course's TextUNet with the weights of a diffusers-format SD `unet/` folder; the loader is chapter 21's (`ldm_course.sd`), imported on first use."
+    import ldm_course.sd                                  # puts the loader on the package's TextUNet
+    return ldm_course.sd.TextUNet.from_diffusers.__func__(cls, path)
+
+TextUNet.from_diffusers = classmethod(_from_diffusers)

@@ -118,6 +118,14 @@ def read_pipeline_spec(path) -> dict:
                 raise ValueError(f"{f}: {where}{k}={d[k]!r}, expected {' or '.join(_JSON_WORDS[t] for t in types)}")
     return spec
 
+# %% ../nbs/16_pipeline.ipynb #7f79a96a
+def _from_diffusers(cls, path, device=None, sampler: str | None = None, schedule: str | None = None):
+    "An LDMPipeline of the course's modules from a diffusers-format Stable Diffusion folder; the loader is chapter 21's (`ldm_course.sd`), imported on first use."
+    import ldm_course.sd                                  # puts the loader on the package's LDMPipeline
+    return ldm_course.sd.LDMPipeline.from_diffusers.__func__(cls, path, device, sampler, schedule)
+
+LDMPipeline.from_diffusers = classmethod(_from_diffusers)
+
 # %% ../nbs/16_pipeline.ipynb #b6e0738e
 @torch.no_grad()
 def _call(self: LDMPipeline, prompt, negative_prompt=None, guidance_scale: float = 4.0, num_inference_steps: int = 25,

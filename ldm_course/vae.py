@@ -182,6 +182,14 @@ class AutoencoderKL(nn.Module):
         q = self.encode(x)
         return self.decode(q.sample(generator) if sample else q.mode()), q
 
+# %% ../nbs/06_vae.ipynb #5db46a71
+def _from_diffusers(cls, path, image_size: int | None = None):
+    "The course's AutoencoderKL with the weights of a diffusers-format SD `vae/` folder; the loader is chapter 21's (`ldm_course.sd`), imported on first use."
+    import ldm_course.sd                                  # puts the loader on the package's AutoencoderKL
+    return ldm_course.sd.AutoencoderKL.from_diffusers.__func__(cls, path, image_size)
+
+AutoencoderKL.from_diffusers = classmethod(_from_diffusers)
+
 # %% ../nbs/06_vae.ipynb #b35ecaad
 _TV_WEIGHTS = {'alex': 'AlexNet_Weights', 'vgg': 'VGG16_Weights', 'squeeze': 'SqueezeNet1_1_Weights'}
 
