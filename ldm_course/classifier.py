@@ -4,12 +4,12 @@
 
 # %% ../nbs/04_classifier.ipynb #e2eaad18
 from __future__ import annotations
-import dataclasses
+import dataclasses, functools
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .core import Config, pick
-from .data import fashion_dataloaders
+from .data import idx_source, image_dataloaders
 from .training import TrainConfig, Trainer, load_or_train
 
 # %% auto #0
@@ -68,11 +68,12 @@ class Classifier(nn.Module):
     def forward(self, x): return self.head(self.features(x))
 
 # %% ../nbs/04_classifier.ipynb #ade4f999
-def random_shift_flip(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
-    "Per-image random horizontal flip and integer shift (background -1 fills the gap)."
+def random_shift_flip(x: torch.Tensor, max_shift: int = 2, flip: bool = True) -> torch.Tensor:
+    "Per-image random horizontal flip (unless `flip=False`) and integer shift (background -1 fills the gap)."
     n = len(x)
-    flip = torch.rand(n, device=x.device) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if flip:
+        flips = torch.rand(n, device=x.device) < 0.5
+        x = torch.where(flips[:, None, None, None], x.flip(-1), x)
     if max_shift == 0: return x
     p = max_shift
     xp = F.pad(x, (p, p, p, p), value=-1.0)
@@ -83,10 +84,10 @@ def random_shift_flip(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, x.shape[1], h, w)
     return xp.gather(3, cols)
 
-def classifier_loss(model, batch, augment: bool = True, label_smoothing: float = 0.1):
-    "Cross-entropy (with label smoothing) on an augmented batch; logs accuracy."
+def classifier_loss(model, batch, augment: bool = True, label_smoothing: float = 0.1, flip: bool = True):
+    "Cross-entropy (with label smoothing) on an augmented batch (flipped too unless `flip=False`); logs accuracy."
     x, y = batch
-    if augment: x = random_shift_flip(x)
+    if augment: x = random_shift_flip(x, flip=flip)
     logits = model(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     return loss, {'acc': (logits.argmax(1) == y).float().mean()}
@@ -109,25 +110,28 @@ class ClassifierTrainConfig(TrainConfig):
     test_limit: int | None = None
     cosmetic = TrainConfig.cosmetic + ('test_limit',)   # it sizes only the evaluation set: changing it keeps a trained model
 
-def classifier_configs() -> tuple[ClassifierConfig, ClassifierTrainConfig]:
-    "The course's (model, training) presets, quick or full via `pick`."
+def classifier_configs(dataset: str = 'fashion') -> tuple[ClassifierConfig, ClassifierTrainConfig]:
+    "The course's (model, training) presets, quick or full via `pick`, for a built-in dataset (chapter 01: 'fashion', 'mnist')."
     mc = pick(ClassifierConfig(channels=(16, 32, 64), blocks_per_stage=1, dropout=0.0),
               ClassifierConfig(channels=(64, 128, 256), blocks_per_stage=2, dropout=0.1))
     tc = pick(ClassifierTrainConfig(steps=300, batch_size=64, lr=3e-3, weight_decay=0.01, warmup_steps=20,
                                     eval_every=0, log_every=10, limit=12000, test_limit=2000, progress=False),
               ClassifierTrainConfig(epochs=20, batch_size=256, lr=2e-3, weight_decay=0.05, warmup_steps=200,
                                     ema_decay=0.999, eval_every=1000, log_every=50, limit=None, test_limit=None))
-    return mc, tc
+    return mc, (tc if dataset == 'fashion' else tc.replace(dataset=dataset))
 
 def train_classifier(model: Classifier, tc: ClassifierTrainConfig, run_dir) -> Trainer:
-    "Train `model` on Fashion-MNIST with the course's Trainer, writing checkpoint and metrics to run_dir."
-    train_dl, test_dl = fashion_dataloaders(tc.batch_size, limit=tc.limit, test_limit=tc.test_limit, seed=tc.seed)
-    return Trainer(model, classifier_loss, train_dl, tc, run_dir=run_dir,
+    "Train `model` on `tc.dataset` (Fashion-MNIST by default) with the course's Trainer, writing checkpoint and metrics to run_dir."
+    train_dl, test_dl = image_dataloaders(tc.dataset, tc.batch_size, limit=tc.limit, test_limit=tc.test_limit, seed=tc.seed)
+    loss_fn = functools.partial(classifier_loss, flip=idx_source(tc.dataset).mirror)     # no flipped digits
+    return Trainer(model, loss_fn, train_dl, tc, run_dir=run_dir,
                    eval_fn=lambda m: {'test_acc': accuracy(m, test_dl)}).fit()
 
 def pretrained_classifier(model_config: ClassifierConfig | None = None, train_config: ClassifierTrainConfig | None = None,
-                          verbose: bool = True) -> Classifier:
-    "The course classifier: loaded from runs_dir('classifier') if trained with these configs, else trained now. Eval mode, no grads."
-    mc, tc = classifier_configs()
+                          verbose: bool = True, dataset: str | None = None) -> Classifier:
+    "The course classifier (of `dataset`, default the train config's, else Fashion-MNIST): loaded from runs_dir('classifier') ('classifier_mnist') if trained with these configs, else trained now. Eval mode, no grads."
+    if dataset is not None and train_config is not None and train_config.dataset != dataset:
+        raise ValueError(f"pretrained_classifier: dataset={dataset!r} but train_config.dataset={train_config.dataset!r}; expected the same (or only one of them)")
+    mc, tc = classifier_configs(dataset or 'fashion')
     m = load_or_train('classifier', model_config or mc, Classifier, train_classifier, train_config or tc, verbose=verbose)
     return m.requires_grad_(False)

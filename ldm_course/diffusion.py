@@ -107,14 +107,15 @@ class DenoiserTrainConfig(TrainConfig, DiffusionConfig):
     sample_latents: bool = True       # a fresh z ~ q(z|x) each time (True) or the posterior mean
     vae_fingerprint: str = ''         # the VAE whose latents these are (set by `pretrained_denoiser`)
 
-def latent_data(limit: int | None, split: str = 'train', verbose: bool = False, vae: nn.Module | None = None):
-    "(vae, cache path, scale factor) for a split's latents; measures and stores the scale factor if missing. `vae`: the one in runs_dir('vae') (default: `pretrained_vae()`)."
-    from ldm_course.vae import pretrained_vae
-    from ldm_course.latents import cached_latents, latent_stats, store_scale_factor, vae_scale_factor
-    vae = vae if vae is not None else pretrained_vae(verbose=verbose)
-    path = cached_latents(split, vae, limit=limit, verbose=verbose)
-    try: scale = vae_scale_factor()
-    except KeyError: scale = store_scale_factor(latent_stats(cached_latents('train', vae, limit=limit, verbose=verbose)))['scale_factor']
+def latent_data(limit: int | None, split: str = 'train', verbose: bool = False, vae: nn.Module | None = None,
+                dataset: str | None = None):
+    "(vae, cache path, scale factor) for a split's latents; measures and stores the scale factor if missing. `vae`: the one in runs_dir('vae') (default: `pretrained_vae()`); `dataset`: see `latents_dataset` (ch. 07)."
+    from ldm_course.latents import cached_latents, dataset_vae, latent_stats, latents_dataset, store_scale_factor, vae_scale_factor
+    ds = latents_dataset(dataset, vae)
+    vae = vae if vae is not None else dataset_vae(ds, verbose=verbose)
+    path = cached_latents(split, vae, limit=limit, verbose=verbose, dataset=ds)
+    try: scale = vae_scale_factor(dataset=ds)
+    except KeyError: scale = store_scale_factor(latent_stats(cached_latents('train', vae, limit=limit, verbose=verbose, dataset=ds)), dataset=ds)['scale_factor']
     return vae, path, scale
 
 def latent_loader(path, scale: float, tc: DenoiserTrainConfig) -> DataLoader:
@@ -124,7 +125,7 @@ def latent_loader(path, scale: float, tc: DenoiserTrainConfig) -> DataLoader:
 
 def train_denoiser(model: UNet, tc: DenoiserTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
     "Train the U-Net on scaled cached latents (of `vae`, default the course VAE) with the course's Trainer."
-    _, path, scale = latent_data(tc.limit, vae=vae)
+    _, path, scale = latent_data(tc.limit, vae=vae, dataset=tc.dataset)
     dl = latent_loader(path, scale, tc)
     sched = tc.scheduler()
     loss_fn = lambda m, batch: diffusion_loss(m, batch[0], tc, sched)
@@ -142,12 +143,12 @@ def denoiser_configs() -> tuple[UNetConfig, DenoiserTrainConfig]:
 
 def pretrained_denoiser(model_config: UNetConfig | None = None, train_config: DenoiserTrainConfig | None = None,
                         ema: bool = True, verbose: bool = True, vae: nn.Module | None = None) -> UNet:
-    "The course's latent denoiser: loaded from runs_dir('denoiser') if trained with these configs on this VAE (default the course VAE), else trained now."
-    from ldm_course.latents import vae_fingerprint
-    from ldm_course.vae import pretrained_vae
+    "The course's latent denoiser: loaded from runs_dir('denoiser') ('denoiser_mnist' for an MNIST run) if trained with these configs on this VAE (default the course VAE of the config's dataset), else trained now."
+    from ldm_course.latents import dataset_vae, vae_fingerprint
     mc, tc = denoiser_configs()
-    vae = vae if vae is not None else pretrained_vae(verbose=False)
-    tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))
+    tc = train_config or tc
+    vae = vae if vae is not None else dataset_vae(tc.dataset, verbose=False)
+    tc = tc.replace(vae_fingerprint=vae_fingerprint(vae))
     return load_or_train('denoiser', model_config or mc, UNet, functools.partial(train_denoiser, vae=vae), tc, ema=ema,
                          verbose=verbose).requires_grad_(False)
 

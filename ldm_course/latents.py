@@ -12,12 +12,12 @@ from torch.utils.data import Dataset, DataLoader
 from safetensors import safe_open, SafetensorError
 from safetensors.torch import save_file, load_file
 from .core import runs_dir
-from .data import FashionMNIST
+from .data import IdxImages, active_dataset, idx_run_name, idx_source
 from .checkpoint import CKPT_NAME, read_checkpoint, set_checkpoint_extra
 
 # %% auto #0
-__all__ = ['vae_fingerprint', 'encode_dataset', 'read_latents', 'LatentDataset', 'cached_latents', 'latent_stats',
-           'store_scale_factor', 'vae_scale_factor']
+__all__ = ['vae_fingerprint', 'encode_dataset', 'read_latents', 'LatentDataset', 'latents_dataset', 'dataset_vae',
+           'cached_latents', 'latent_stats', 'store_scale_factor', 'vae_scale_factor']
 
 # %% ../nbs/07_latents.ipynb #cbc4e57a
 def vae_fingerprint(vae: nn.Module) -> str:
@@ -66,12 +66,29 @@ class LatentDataset(Dataset):
         return self.scale * z, self.labels[i]
 
 # %% ../nbs/07_latents.ipynb #f8fd964a
-def cached_latents(split: str = 'train', vae: nn.Module | None = None, limit: int | None = None, verbose: bool = True) -> Path:
-    "Path of the latent cache of a Fashion-MNIST split under runs_dir('vae'), (re-)encoding when missing or stale."
-    if vae is None:
-        from ldm_course.vae import pretrained_vae
-        vae = pretrained_vae(verbose=verbose)
-    path = runs_dir('vae')/f"latents_{split}{'' if limit is None else f'_{limit}'}.safetensors"
+def latents_dataset(dataset: str | None = None, vae: nn.Module | None = None) -> str:
+    "Whose latents: `dataset`, else the run being trained's (`active_dataset`), else the one `vae` was trained on, else 'fashion'; an error when they disagree."
+    named = [(k, v) for k, v in (('asked for', dataset), ('the run being trained is on', active_dataset()),
+                                 ('the VAE was trained on', getattr(vae, 'trained_on', None))) if v is not None]
+    if len({v for _, v in named}) > 1:
+        raise ValueError("latents of which dataset? " + ', '.join(f"{k} {v!r}" for k, v in named) +
+                         "; expected them to agree: a VAE encodes the dataset it was trained on (its train_config.dataset)")
+    ds = named[0][1] if named else 'fashion'
+    idx_source(ds)                                     # a name chapter 01 knows
+    return ds
+
+def dataset_vae(dataset: str = 'fashion', verbose: bool = True) -> nn.Module:
+    "The course VAE of a built-in dataset: `pretrained_vae()` for Fashion-MNIST; for another, its presets with `dataset` set (runs_dir('vae_mnist'))."
+    from ldm_course.vae import pretrained_vae, vae_configs
+    if dataset == 'fashion': return pretrained_vae(verbose=verbose)
+    return pretrained_vae(train_config=vae_configs()[1].replace(dataset=dataset), verbose=verbose)
+
+def cached_latents(split: str = 'train', vae: nn.Module | None = None, limit: int | None = None, verbose: bool = True,
+                   dataset: str | None = None) -> Path:
+    "Path of the latent cache of a split (of `latents_dataset(dataset, vae)`) in its VAE's folder, runs_dir('vae') or 'vae_mnist', (re-)encoding when missing or stale."
+    ds = latents_dataset(dataset, vae)
+    if vae is None: vae = dataset_vae(ds, verbose)
+    path = runs_dir(idx_run_name('vae', ds))/f"latents_{split}{'' if limit is None else f'_{limit}'}.safetensors"
     if path.is_file():
         try:
             _, meta = read_latents(path)
@@ -80,7 +97,7 @@ def cached_latents(split: str = 'train', vae: nn.Module | None = None, limit: in
         except ValueError as e:
             if verbose: print(f"{e}: re-encoding")
     t0 = time.time()
-    encode_dataset(vae, FashionMNIST(split, limit=limit), path)
+    encode_dataset(vae, IdxImages(ds, split, limit=limit), path)
     if verbose: print(f"encoded {split} ({'all' if limit is None else limit} images) in {time.time() - t0:.1f}s → {path}")
     return path
 
@@ -93,15 +110,15 @@ def latent_stats(path, mean_only: bool = False) -> dict:
     std = float(total_var.sqrt())
     return {'mean': float(mu.mean()), 'std': std, 'scale_factor': 1.0 / std, 'mean_only': mean_only}
 
-def store_scale_factor(stats: dict, ckpt=None) -> dict:
-    "Write the scaling factor (and the stats behind it) into the VAE checkpoint's metadata."
-    ckpt = Path(ckpt) if ckpt is not None else runs_dir('vae')/CKPT_NAME
+def store_scale_factor(stats: dict, ckpt=None, dataset: str = 'fashion') -> dict:
+    "Write the scaling factor (and the stats behind it) into the VAE checkpoint's metadata (default: the course VAE of `dataset`)."
+    ckpt = Path(ckpt) if ckpt is not None else runs_dir(idx_run_name('vae', dataset))/CKPT_NAME
     return set_checkpoint_extra(ckpt, scale_factor=stats['scale_factor'], latent_std=stats['std'],
                                 latent_mean=stats['mean'], scale_mean_only=stats['mean_only'])['extra']
 
-def vae_scale_factor(ckpt=None) -> float:
-    "The scaling factor stored with the VAE checkpoint (a clear error when it was never measured)."
-    ckpt = Path(ckpt) if ckpt is not None else runs_dir('vae')/CKPT_NAME
+def vae_scale_factor(ckpt=None, dataset: str = 'fashion') -> float:
+    "The scaling factor stored with the VAE checkpoint (default: the course VAE of `dataset`; a clear error when it was never measured)."
+    ckpt = Path(ckpt) if ckpt is not None else runs_dir(idx_run_name('vae', dataset))/CKPT_NAME
     extra = read_checkpoint(ckpt)[0].get('extra', {})
     if 'scale_factor' not in extra: raise KeyError(f"{ckpt}: no scale_factor stored; expected one from store_scale_factor (chapter 07)")
     return float(extra['scale_factor'])

@@ -19,11 +19,12 @@ from .checkpoint import CKPT_NAME, check_config, checkpoint_status, decode_optim
 from .checkpoint import load_state, load_weights, read_checkpoint, save_checkpoint
 from .distributed import barrier, ddp_wrap, dist_env, init_distributed, mean_over_ranks, ranks_where, shard_loader
 from .loggers import Logger, check_logger_spec, make_logger
+from .data import IDX_DATASETS, idx_run_name, training_on
 
 # %% auto #0
-__all__ = ['ADAMW_IMPLS', 'TRAIN_RANGES', 'METRICS_NAME', 'check_train_ranges', 'TrainConfig', 'lr_at', 'ema_decay_at',
-           'ema_update', 'adamw', 'read_metrics', 'metric_series', 'plot_metrics', 'batch_stream', 'to_device', 'every',
-           'sample_grid', 'decay_groups', 'Trainer', 'step_seed', 'fit', 'load_or_train']
+__all__ = ['ADAMW_IMPLS', 'TRAIN_RANGES', 'METRICS_NAME', 'check_train_ranges', 'TrainConfig', 'idx_dataset_of', 'lr_at',
+           'ema_decay_at', 'ema_update', 'adamw', 'read_metrics', 'metric_series', 'plot_metrics', 'batch_stream',
+           'to_device', 'every', 'sample_grid', 'decay_groups', 'Trainer', 'step_seed', 'fit', 'load_or_train']
 
 # %% ../nbs/03_training.ipynb #9b5ea13e
 ADAMW_IMPLS = ('fused', 'foreach', 'for-loop', 'default')     # the ways `adamw` can run AdamW
@@ -46,6 +47,7 @@ TRAIN_RANGES = {     # field -> (is the value in range?, the range in words); ev
     'ckpt_every': (_int_ge(0), 'an int >= 0 (0: only at the end)'),
     'seed': (lambda v: 0 <= v < 2**32, 'an int in [0, 2**32)'), 'progress': (lambda v: isinstance(v, bool), 'True or False'),
     'optimizer_impl': (lambda v: v in ADAMW_IMPLS, f"one of {ADAMW_IMPLS}"),
+    'dataset': (lambda v: v != '', "a dataset's name, e.g. 'fashion' or 'mnist'"),   # which names: idx_dataset_of below
 }
 
 def check_train_ranges(cfg: 'TrainConfig'):
@@ -84,10 +86,26 @@ class TrainConfig(Config):
     seed: int = 0                      # initialisation (in load_or_train), data order and every step's randomness derive from it
     progress: bool = True              # tqdm progress bar
     optimizer_impl: str = 'fused'      # AdamW kernel: 'fused', 'foreach', 'for-loop' or 'default' (see `adamw`)
+    dataset: str = 'fashion'           # what the chapter's train_fn loads: 'fashion' or 'mnist' (chapter 01); text-to-image configs name their own
+    optional = ('dataset',)            # not saved at TrainConfig's default: a Fashion-MNIST run writes the config it always wrote
 
     def __post_init__(self):
         super().__post_init__()
         check_train_ranges(self)
+        ds = idx_dataset_of(self)
+        if ds is not None and ds not in IDX_DATASETS:
+            raise ValueError(f"{type(self).__name__}.dataset={ds!r}: expected one of {list(IDX_DATASETS)} (the built-in datasets of chapter 01)")
+
+    def to_dict(self) -> dict:
+        d, own = super().to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
+        base = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        # left out only where this class's default is TrainConfig's too (a text-to-image config always writes its dataset)
+        return {k: v for k, v in d.items() if k not in self.optional or not v == own[k] == base[k]}
+
+def idx_dataset_of(tc: TrainConfig) -> str | None:
+    "The built-in dataset of chapter 01 ('fashion', 'mnist') a train config names; None for a config of other data (its class sets another default)."
+    default = next((f.default for f in dataclasses.fields(tc) if f.name == 'dataset'), None)
+    return tc.dataset if default == 'fashion' else None
 
 # %% ../nbs/03_training.ipynb #57dff020
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
@@ -462,10 +480,12 @@ def _move_aside(d: Path) -> Path:
 # %% ../nbs/03_training.ipynb #33df53d8
 def load_or_train(name: str, model_config: Config, build_model: Callable, train_fn: Callable,
                   train_config: TrainConfig, ema: bool = True, verbose: bool = True) -> nn.Module:
-    "Load runs_dir(name)'s checkpoint if it matches both configs and is finished, else (re)train now. Returns the model in eval mode."
-    d = runs_dir(name); ck = d/CKPT_NAME
+    "Load runs_dir(name)'s checkpoint (runs_dir(f'{name}_mnist') for an MNIST run) if it matches both configs and is finished, else (re)train now. Returns the model in eval mode."
+    ds = idx_dataset_of(train_config)
+    d = runs_dir(name if ds is None else idx_run_name(name, ds)); ck = d/CKPT_NAME
     status = checkpoint_status(ck, model_config, train_config)     # cosmetic settings (TrainConfig.cosmetic) do not count
     model = _build_seeded(build_model, model_config, train_config.seed)
+    model.trained_on = ds                                          # whose images it learnt (chapter 07 asks)
     if status == 'ok':
         load_weights(model, ck, model_config, ema=ema)
         if verbose: print(f"loaded {name} from {ck}")
@@ -477,7 +497,7 @@ def load_or_train(name: str, model_config: Config, build_model: Callable, train_
         if status == 'missing': (d/METRICS_NAME).unlink(missing_ok=True)   # rows of a run killed before its first checkpoint
         if verbose: print(f"{name}: {'resuming' if status == 'unfinished' else 'no checkpoint, training'} in {d}")
     t0 = time.time()
-    train_fn(model, train_config, d)
+    with training_on(ds): train_fn(model, train_config, d)
     if verbose: print(f"{name}: trained in {time.time() - t0:.1f}s")
     meta = load_weights(model, ck, model_config, ema=ema)      # the same weights a later load would give
     if not meta.get('finished'): raise RuntimeError(f"{name}: train_fn returned but {ck} is not a finished checkpoint")

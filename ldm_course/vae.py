@@ -10,7 +10,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .core import Config, pick, default_device
-from .data import fashion_dataloaders
+from .data import image_dataloaders
 from .training import TrainConfig, Trainer, load_or_train
 from .metrics import fid_from_features
 
@@ -338,7 +338,7 @@ def vae_configs() -> tuple[VAEConfig, VAETrainConfig]:
 
 def train_vae(model: AutoencoderKL, tc: VAETrainConfig, run_dir, callbacks=()) -> Trainer:
     "Train `model` on Fashion-MNIST with the course's Trainer (checkpoint + metrics in run_dir)."
-    train_dl, test_dl = fashion_dataloaders(tc.batch_size, limit=tc.limit, test_limit=tc.test_limit, seed=tc.seed)
+    train_dl, test_dl = image_dataloaders(tc.dataset, tc.batch_size, limit=tc.limit, test_limit=tc.test_limit, seed=tc.seed)
     perc = make_perceptual(tc.perceptual)
     if perc is not None: perc = perc.to(default_device())
     print(f"VAE training: perceptual={tc.perceptual} ({type(perc).__name__ if perc is not None else 'off'}), "
