@@ -12,8 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 import ldm_course
 from .core import Config, runs_dir, run_info
+from .data import IDX_DATASETS, idx_source
 from .distributed import dist_env
-from .vae import VAEConfig, VAETrainConfig
+from .vae import AutoencoderKL, VAEConfig, VAETrainConfig
+from .checkpoint import CKPT_NAME, save_checkpoint, set_checkpoint_extra
 from .unet import UNetConfig
 from .diffusion import DenoiserTrainConfig, DiffusionConfig
 from .guidance import GuidedTrainConfig
@@ -22,11 +24,12 @@ from .samplers import SAMPLERS
 
 # %% auto #0
 __all__ = ['RECIPES_DIR', 'TASKS', 'SampleConfig', 'section_classes', 'recipe_schema', 'list_recipes', 'find_recipe',
-           'read_recipe_file', 'parse_override', 'set_key', 'recipe_config', 'Recipe', 'check_run_name', 'load_recipe',
-           'runs_root', 'is_main_process', 'recipe_dir', 'error_message', 'check_device', 'check_dataset',
-           'run_train_vae', 'run_cache_latents', 'diffusion_config_of', 'run_train', 'writable_out', 'run_generate',
-           'recipe_parser', 'train_vae_main', 'cache_latents_main', 'train_main', 'generate_parser', 'generate_main',
-           'main', 'make_example_folder', 'example_folder_main']
+           'read_recipe_file', 'parse_override', 'set_key', 'pretrained_vae_folder', 'recipe_config', 'Recipe',
+           'check_run_name', 'load_recipe', 'runs_root', 'is_main_process', 'recipe_dir', 'error_message',
+           'check_device', 'check_dataset', 'use_pretrained_vae', 'run_train_vae', 'run_cache_latents',
+           'diffusion_config_of', 'run_train', 'writable_out', 'run_generate', 'recipe_parser', 'train_vae_main',
+           'cache_latents_main', 'train_main', 'generate_parser', 'generate_main', 'main', 'make_example_folder',
+           'example_folder_main']
 
 # %% ../nbs/19_recipes.ipynb #46a54325
 RECIPES_DIR = Path(ldm_course.__file__).parent/'recipes'
@@ -60,7 +63,7 @@ def recipe_schema(task: str) -> DictConfig:
     "A recipe's structured config: one typed node per section, from the chapters' config classes for `task`, with their defaults."
     c, sec = section_classes(task), lambda cls: dataclasses.field(default_factory=cls)
     vae = dataclasses.make_dataclass('vae', [('model', c['vae.model'], sec(c['vae.model'])), ('train', c['vae.train'], sec(c['vae.train']))])
-    keys = [('name', str, ''), ('task', str, task), ('dataset', str | None, None), ('description', str, ''), ('vae', vae, sec(vae)),
+    keys = [('name', str, ''), ('task', str, task), ('dataset', str | None, None), ('description', str, ''), ('vae', vae, sec(vae)), ('vae_pretrained', str | None, None),
             ('unet', c['unet'], sec(c['unet'])), ('train', c['train'], sec(c['train'])), ('sample', c['sample'], sec(c['sample']))]
     return OmegaConf.structured(dataclasses.make_dataclass('recipe', keys))
 
@@ -96,6 +99,7 @@ def read_recipe_file(path, _chain=()) -> DictConfig:
     except FileNotFoundError: raise FileNotFoundError(f"recipe {path}: its base {base!r} is neither a file ({local}) "
                                                       f"nor a shipped recipe {list_recipes()}") from None
     parent = read_recipe_file(parent, _chain + (path,)); parent.pop('name')
+    if isinstance(d.get('vae'), str): parent.pop('vae', None)    # `vae: pretrained:PATH` replaces the base's whole VAE
     return OmegaConf.merge(parent, d)
 
 # %% ../nbs/19_recipes.ipynb #bff5d0e9
@@ -158,20 +162,39 @@ def _leaves(d: dict, prefix: str = ''):
         if isinstance(v, dict) and v: yield from _leaves(v, f"{prefix}{k}.")
         else: yield f"{prefix}{k}", v
 
+def pretrained_vae_folder(value: str) -> Path:
+    "The diffusers-format autoencoder folder that `vae: pretrained:PATH` names: PATH/vae (a model folder) or PATH (a vae/ folder)."
+    if not isinstance(value, str) or not value.startswith('pretrained:'):
+        raise ValueError(f"vae={value!r}: expected a section (model:, train:) or 'pretrained:PATH' (a diffusers-format autoencoder)")
+    p = Path(value[len('pretrained:'):]).expanduser().resolve()
+    for d in (p/'vae', p):
+        if (d/'config.json').is_file(): return d
+    raise FileNotFoundError(f"vae={value!r}: no config.json in {p/'vae'} or {p}; expected a diffusers-format model folder "
+                            "(vae/config.json and its safetensors weights) or that vae/ folder itself")
+
 def recipe_config(name_or_path, overrides=()) -> tuple[DictConfig, list[str], Path]:
     "(typed config, keys given, file) of a recipe: its file(s), then the `key=value` overrides, set key by key on the task's schema."
     path = find_recipe(name_or_path)
     raw = OmegaConf.to_container(read_recipe_file(path))
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)
-    task = raw.get('task')
+    task, pre = raw.get('task'), raw.pop('vae') if isinstance(raw.get('vae'), str) else None
     for key, value in map(parse_override, overrides):            # the task decides the classes: read it first
         if key == 'task': task = value
+        if key == 'vae': pre = str(value)                        # `vae=pretrained:PATH`
+    overrides = [t for t in overrides if parse_override(t)[0] != 'vae']
     cfg, given = recipe_schema(task), []
     def put(key, value, where):
         try: set_key(cfg, key, value)
         except (KeyError, TypeError) as e: raise type(e)(f"recipe {raw['name']!r}{where}: {e.args[0]}") from None
         given.append(key)
-    for key, value in _leaves(raw): put(key, value, f" ({path})")
+    for key, value in _leaves(raw):
+        if pre is None or not key.startswith('vae.'): put(key, value, f" ({path})")
+    if pre is not None:                                          # the autoencoder's own config.json decides vae.model
+        folder = pretrained_vae_folder(pre)
+        from ldm_course.sd import read_config, vae_config_from_diffusers
+        for key, value in _leaves({'vae': {'model': vae_config_from_diffusers(read_config(folder), what=str(folder/'config.json')).to_dict()}}):
+            put(key, value, f" ({folder/'config.json'})")
+        put('vae_pretrained', str(folder), '')
     for text in overrides: put(*parse_override(text, cfg), f", override {text!r}")
     try: OmegaConf.resolve(cfg)                                  # ${...} interpolations
     except OmegaConfBaseException as e: raise ValueError(f"recipe {raw['name']!r}: {str(e).splitlines()[0]}") from None
@@ -190,13 +213,14 @@ class Recipe:
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
     dataset: str | None = None
     description: str = ''
+    vae_pretrained: str | None = None    # `vae: pretrained:PATH`: an SD-format autoencoder folder, loaded, never trained
     source: str = ''
 
     def to_dict(self) -> dict:
         "The recipe as the nested dict a YAML file holds (everything resolved: what `--print-config` shows)."
         d = {'name': self.name, 'task': self.task, 'description': self.description}
         if self.dataset is not None: d['dataset'] = self.dataset
-        d['vae'] = {'model': self.vae_model.to_dict(), 'train': self.vae_train.to_dict()}
+        d['vae'] = f'pretrained:{self.vae_pretrained}' if self.vae_pretrained else {'model': self.vae_model.to_dict(), 'train': self.vae_train.to_dict()}
         if self.unet is not None: d['unet'] = self.unet.to_dict()
         if self.train is not None: d['train'] = self.train.to_dict()
         d['sample'] = self.sample.to_dict()
@@ -226,15 +250,21 @@ def _section(cfg: DictConfig, section: str, name: str):
     except (KeyError, TypeError, ValueError) as e:
         raise type(e)(f"recipe {name!r}, section {section!r} ({cls.__name__}): {e.args[0] if e.args else e}") from None
 
-def _dataset(cfg: DictConfig, given: list[str], name: str) -> str:
-    "The one dataset of a text-to-image recipe (top-level `dataset`), checked against the sections' and made absolute."
+def _dataset(cfg: DictConfig, given: list[str], name: str, task: str = 'text_to_image') -> str | None:
+    "The one dataset of a recipe (top-level `dataset`), checked against the sections': text-to-image's made absolute; another task's a built-in one (None: Fashion-MNIST)."
     inner = {s: OmegaConf.select(cfg, f"{s}.dataset") for s in ('vae.train', 'train') if f"{s}.dataset" in given}
     ds = cfg.dataset if cfg.dataset is not None else next(iter(inner.values()), None)
     for s, v in inner.items():
         if v != ds: raise ValueError(f"recipe {name!r}: {s}.dataset={v!r} differs from dataset={ds!r}; set the dataset once, at the top level (dataset=...)")
+    if task != 'text_to_image':
+        if ds is None or ds in IDX_DATASETS: return ds
+        raise ValueError(f"recipe {name!r}: dataset={ds!r}, expected one of {list(IDX_DATASETS)} for a{'n' if task[0] in 'aeiou' else ''} {task} "
+                         "recipe (the built-in datasets of chapter 01; 'shapes', 'emoji' and 'folder:PATH' are for text_to_image recipes)")
     if ds is None: raise ValueError(f"recipe {name!r}: a text_to_image recipe needs a dataset: 'shapes', 'emoji' or 'folder:PATH' (override with dataset=...)")
     if ds.startswith('folder:'): return 'folder:' + str(Path(ds[7:]).expanduser().resolve())
-    if ds not in ('shapes', 'emoji'): raise ValueError(f"recipe {name!r}: dataset={ds!r}, expected 'shapes', 'emoji' or 'folder:PATH'")
+    if ds not in ('shapes', 'emoji'):
+        raise ValueError(f"recipe {name!r}: dataset={ds!r}, expected 'shapes', 'emoji' or 'folder:PATH'"
+                         + (f" ({ds!r} is for unconditional and class_conditional recipes)" if ds in IDX_DATASETS else ''))
     return ds
 
 # %% ../nbs/19_recipes.ipynb #daefab51
@@ -243,17 +273,20 @@ def load_recipe(name_or_path, overrides=()) -> Recipe:
     cfg, given, path = recipe_config(name_or_path, overrides)
     name, task = check_run_name(cfg.name), cfg.task
     if not any(k.startswith('vae.model.') for k in given): raise ValueError(f"recipe {name!r}: expected a 'vae.model' section")
+    if cfg.vae_pretrained is not None and task != 'text_to_image':
+        raise ValueError(f"recipe {name!r}: vae: pretrained:PATH is for text_to_image recipes (an RGB Stable Diffusion autoencoder); task={task!r} trains its own grey VAE")
     if task == 'text_to_image': cfg.dataset = cfg.vae.train.dataset = cfg.train.dataset = _dataset(cfg, given, name)
-    elif cfg.dataset is not None:
-        raise ValueError(f"recipe {name!r}: dataset={cfg.dataset!r} but a {task} recipe trains on Fashion-MNIST; "
-                         "only text_to_image recipes take a dataset")
+    else:                                                        # None (not given): Fashion-MNIST, and --print-config says nothing
+        cfg.dataset = _dataset(cfg, given, name, task)
+        cfg.vae.train.dataset = cfg.train.dataset = cfg.dataset or 'fashion'
+    grey = None if task == 'text_to_image' else idx_source(cfg.train.dataset).title
     vm = _section(cfg, 'vae.model', name)
     need_in = 3 if task == 'text_to_image' else 1
     if vm.in_channels != need_in:
         raise ValueError(f"recipe {name!r}: vae.model.in_channels={vm.in_channels}, expected {need_in} "
-                         f"({'RGB images' if need_in == 3 else 'grey Fashion-MNIST images'})")
+                         f"({'RGB images' if need_in == 3 else f'grey {grey} images'})")
     if task != 'text_to_image' and vm.image_size != 32:
-        raise ValueError(f"recipe {name!r}: vae.model.image_size={vm.image_size}, expected 32 (Fashion-MNIST is loaded at 32x32)")
+        raise ValueError(f"recipe {name!r}: vae.model.image_size={vm.image_size}, expected 32 ({grey} is loaded at 32x32)")
     unet = train = None
     if any(k.split('.')[0] in ('unet', 'train') for k in given):
         lc, ls, _ = vm.latent_shape
@@ -268,11 +301,11 @@ def load_recipe(name_or_path, overrides=()) -> Recipe:
         if task != 'text_to_image' and unet.context_dim is not None:
             raise ValueError(f"recipe {name!r}: unet.context_dim={unet.context_dim} but task={task!r} has no text; expected null")
         if task == 'class_conditional' and unet.num_classes != 10:
-            raise ValueError(f"recipe {name!r}: unet.num_classes={unet.num_classes}, expected 10 (Fashion-MNIST's classes)")
+            raise ValueError(f"recipe {name!r}: unet.num_classes={unet.num_classes}, expected 10 ({grey}'s classes)")
         if task == 'unconditional' and unet.num_classes is not None:
             raise ValueError(f"recipe {name!r}: unet.num_classes={unet.num_classes} in an unconditional recipe; use task=class_conditional")
     return Recipe(name=name, task=task, vae_model=vm, vae_train=_section(cfg, 'vae.train', name), unet=unet, train=train,
-                  sample=_section(cfg, 'sample', name), dataset=cfg.dataset, description=cfg.description, source=str(path))
+                  sample=_section(cfg, 'sample', name), dataset=cfg.dataset, description=cfg.description, source=str(path), vae_pretrained=cfg.vae_pretrained)
 
 # %% ../nbs/19_recipes.ipynb #edf60335
 @contextlib.contextmanager
@@ -314,8 +347,20 @@ def check_device(device) -> None:
     if d.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError(f"--device {device!r}: MPS is not available here; expected cpu")
     if d.type not in ('cpu', 'cuda', 'mps'): raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
 
+def _check_builtin_dataset(r: Recipe) -> None:
+    "A built-in dataset's files are there (else the error says how to get them) and hold a full batch for each training stage."
+    from ldm_course.data import idx_split_size
+    ds = r.vae_train.dataset
+    n = idx_split_size(ds, 'train')                  # finds the IDX files: a directory named in $LDM_MNIST_DIR, ..., or a download
+    for key, tc in (('vae.train', r.vae_train), ('train', r.train)):
+        used = None if tc is None else (n if tc.limit is None else min(n, tc.limit))
+        if used is not None and used < tc.batch_size:
+            raise ValueError(f"dataset={ds!r}: {n} training images{f' ({key}.limit={tc.limit})' if used < n else ''}, fewer than "
+                             f"{key}.batch_size={tc.batch_size}; expected at least one full batch: lower {key}.batch_size")
+
 def check_dataset(r: Recipe) -> None:
-    "Before anything trains: a folder dataset exists and holds at least one full batch of images for each training stage."
+    "Before anything trains: a folder dataset exists and holds at least one full batch of images for each training stage; so does a built-in one."
+    if r.task != 'text_to_image': return _check_builtin_dataset(r)
     if not (r.dataset or '').startswith('folder:'): return
     from ldm_course.data import IMAGE_EXTS
     root = Path(r.dataset[7:])
@@ -329,8 +374,20 @@ def check_dataset(r: Recipe) -> None:
                              f"{key}.batch_size={tc.batch_size}; expected at least one full batch: add images or lower {key}.batch_size")
 
 # %% ../nbs/19_recipes.ipynb #247a1954
+def use_pretrained_vae(r: Recipe):
+    "The SD-format autoencoder of `vae: pretrained:PATH`, frozen, saved as the dataset's VAE (runs_dir/vae_<dataset>) with its config's scale factor."
+    from ldm_course.sd import sd_scale_factor
+    from ldm_course.t2i import dataset_run_name
+    vae = AutoencoderKL.from_diffusers(r.vae_pretrained, image_size=r.vae_model.image_size).requires_grad_(False)
+    ckpt = runs_dir(dataset_run_name('vae', r.dataset))/CKPT_NAME      # where the data chain reads the VAE's scale factor
+    save_checkpoint(ckpt, vae, {'model_config': vae.config.to_dict(), 'pretrained': r.vae_pretrained})
+    set_checkpoint_extra(ckpt, scale_factor=sd_scale_factor(r.vae_pretrained))   # read from its config, not measured
+    print(f"vae: {r.vae_pretrained} (pretrained, frozen; scale factor {vae.scaling_factor:g} from its config) -> {ckpt}")
+    return vae
+
 def run_train_vae(r: Recipe):
-    "Train (or load, or resume) the recipe's VAE; returns it."
+    "Train (or load, or resume) the recipe's VAE; returns it. `vae: pretrained:PATH`: load that autoencoder instead (`use_pretrained_vae`)."
+    if r.vae_pretrained: return use_pretrained_vae(r)
     if r.task == 'text_to_image':
         from ldm_course.t2i import pretrained_image_vae
         return pretrained_image_vae(r.dataset, r.vae_model, r.vae_train)
@@ -346,12 +403,14 @@ def run_cache_latents(r: Recipe, vae=None, encoder=None) -> dict:
         from ldm_course.t2i import text_to_image_data
         _, path, scale, cache, rows, _ = text_to_image_data(r.train, verbose=True, vae=vae, encoder=encoder)
         return {**latent_stats(path), 'scale_factor': scale, 'path': str(path), 'n': len(rows), 'captions': len(cache)}
+    from safetensors import safe_open
     from ldm_course.latents import cached_latents, store_scale_factor
-    limit = (r.train or r.vae_train).limit
-    path = cached_latents('train', vae, limit=limit)
+    ds, limit = r.vae_train.dataset, (r.train or r.vae_train).limit
+    path = cached_latents('train', vae, limit=limit, dataset=ds)
     stats = latent_stats(path)
-    store_scale_factor(stats)
-    return {**stats, 'path': str(path), 'n': 60000 if limit is None else limit}
+    store_scale_factor(stats, dataset=ds)
+    with safe_open(str(path), 'pt') as f: n = int(f.metadata()['n'])          # the images encoded (60,000 for all of either dataset)
+    return {**stats, 'path': str(path), 'n': n}
 
 # %% ../nbs/19_recipes.ipynb #58bba12c
 def _save_grid(x: torch.Tensor, path, nrow: int | None = None) -> Path:
@@ -398,7 +457,7 @@ def run_train(r: Recipe, pipeline_dir=None) -> Path:
         from ldm_course.diffusion import pretrained_denoiser
         unet, kw = pretrained_denoiser(r.unet, r.train, vae=vae), {}
     if not is_main_process(): return out/'samples.png'
-    x = generate(unet, diffusion_config_of(r.train), s.n, s.sampler, s.steps, g, vae=vae, scale=vae_scale_factor(), **kw)
+    x = generate(unet, diffusion_config_of(r.train), s.n, s.sampler, s.steps, g, vae=vae, scale=vae_scale_factor(dataset=r.train.dataset), **kw)
     grid = _save_grid(x, out/'samples.png', nrow=10 if r.task == 'class_conditional' else None)
     print(f"preview ({s.n} images, {s.sampler}, {s.steps} steps): {grid}")
     return grid
@@ -445,6 +504,7 @@ def _recipe_epilog(prog: str) -> str:
               f"  {prog} folder_tiny dataset=folder:./my_images          # CPU-sized run on your captioned folder",
               f"  {prog} folder_64 dataset=folder:/data/faces --runs /data/runs   # the GPU-sized recipe",
               f"  {prog} fashion_ldm train.steps=300 vae.train.steps=150   # any key can be overridden",
+              f"  {prog} mnist_ldm                                     # MNIST: its IDX files in $LDM_MNIST_DIR (or downloaded)",
               f"  {prog} folder_tiny dataset=folder:./my_images --print-config   # show every setting and exit",
               '', 'overrides: section.key=value with sections vae.model, vae.train, unet, train, sample, and the top-level',
               'keys dataset, task, name, description. Values are YAML: 200, 3e-4, [16,32,32], null, true.',
