@@ -18,14 +18,15 @@ from .diffusion import DenoiserTrainConfig, diffusion_loss, generate, latent_loa
 from .guidance import CFG, drop_conditions
 from .text import TextEncoder, cache_embeddings
 from .latents import encode_dataset, read_latents, vae_fingerprint, latent_stats, store_scale_factor, vae_scale_factor
-from .vae import AutoencoderKL, VAEConfig, VAETrainConfig, vae_loss_fn, evaluate_vae
-from .shapes import ShapesDataset, caption_for, combinations, attribute_accuracy
+from .vae import AutoencoderKL, VAEConfig, VAETrainConfig, evaluate_vae
+from .shapes import COLORS, ShapesDataset, caption_for, combinations, attribute_accuracy, pretrained_shape_classifier
 
 # %% auto #0
-__all__ = ['CaptionedImages', 'captioned_dataset', 'dataset_run_name', 'ImageVAETrainConfig', 'train_image_vae',
-           'image_vae_configs', 'pretrained_image_vae', 'captioned_latents', 'TextToImageTrainConfig',
-           'text_encoder_for', 'text_to_image_data', 'train_text_denoiser', 'text_to_image_configs',
-           'pretrained_text_denoiser', 'prompt_conditions', 'text_to_image', 'adherence_sweep', 'attention_maps']
+__all__ = ['CaptionedImages', 'captioned_dataset', 'dataset_run_name', 'ImageVAETrainConfig', 'image_vae_terms',
+           'image_vae_loss_fn', 'train_image_vae', 'image_vae_configs', 'pretrained_image_vae', 'accuracy_by_color',
+           'reconstruction_ceiling', 'captioned_latents', 'TextToImageTrainConfig', 'text_encoder_for',
+           'text_to_image_data', 'train_text_denoiser', 'text_to_image_configs', 'pretrained_text_denoiser',
+           'prompt_conditions', 'text_to_image', 'adherence_sweep', 'attention_maps']
 
 # %% ../nbs/15_text_to_image.ipynb #4b65ff09
 class CaptionedImages(Dataset):
@@ -64,19 +65,40 @@ def dataset_run_name(prefix: str, dataset: str) -> str:
 # %% ../nbs/15_text_to_image.ipynb #fdcf4f25
 @dataclasses.dataclass
 class ImageVAETrainConfig(VAETrainConfig):
-    "VAETrainConfig for a captioned RGB dataset (`captioned_dataset` name and size)."
+    "VAETrainConfig for a captioned RGB dataset (`captioned_dataset` name and size) and the weight of non-white pixels."
     dataset: str = 'shapes'
     n_train: int | None = 6000
     perceptual: str = 'none'          # 'lpips' (its ImageNet backbone on disk) or 'none'
+    fg_weight: float = 0.0            # λ_fg: extra weight of pixels that are not background white (0: chapter 06's loss)
 
     def __post_init__(self):
         super().__post_init__()
         if self.perceptual == 'classifier':     # chapter 04's network sees grey 32x32 Fashion-MNIST, not these RGB images
             raise ValueError("ImageVAETrainConfig.perceptual='classifier': the course classifier is a Fashion-MNIST (grey) network; "
                              "expected 'lpips' (needs torchvision's ImageNet AlexNet weights on disk) or 'none' for an RGB VAE")
+        if not (isinstance(self.fg_weight, (int, float)) and 0 <= self.fg_weight < float('inf')):
+            raise ValueError(f"ImageVAETrainConfig.fg_weight={self.fg_weight!r}: expected a finite number >= 0")
 
+def image_vae_terms(model: AutoencoderKL, x: torch.Tensor, tc: ImageVAETrainConfig, perceptual=None):
+    "(loss, logs, recon): chapter 06's VAE objective with each pixel's reconstruction error weighted by 1 + fg_weight on shape pixels."
+    recon, q = model(x)
+    err = (recon - x).abs() if tc.recon == 'l1' else (recon - x).pow(2)
+    w = 1 + tc.fg_weight * (x < 0.9).any(1, keepdim=True).to(err.dtype)    # background is white: 1.0 in every channel
+    rec = (w * err).mean() / w.mean()
+    kl = q.kl().mean() / x[0].numel()
+    loss, logs = rec + tc.beta * kl, {'recon': rec.detach(), 'kl': kl.detach()}
+    if perceptual is not None and tc.gamma > 0:
+        p = perceptual(recon.float(), x.float()).mean()
+        loss = loss + tc.gamma * p; logs['perceptual'] = p.detach()
+    return loss, logs, recon
+
+def image_vae_loss_fn(tc: ImageVAETrainConfig, perceptual=None):
+    "The Trainer's loss_fn for the image VAE."
+    return lambda model, batch: image_vae_terms(model, batch[0], tc, perceptual)[:2]
+
+# %% ../nbs/15_text_to_image.ipynb #d2b7c9a4
 def train_image_vae(model: AutoencoderKL, tc: ImageVAETrainConfig, run_dir, callbacks=()) -> Trainer:
-    "Train the VAE on `tc.dataset` with the course's Trainer and VAE loss (chapter 06)."
+    "Train the VAE on `tc.dataset` with the course's Trainer and the shape-weighted VAE loss."
     size = model.config.image_size
     ds = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=size)
     dl = DataLoader(ds, tc.batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(tc.seed))
@@ -84,17 +106,17 @@ def train_image_vae(model: AutoencoderKL, tc: ImageVAETrainConfig, run_dir, call
     from ldm_course.vae import make_perceptual
     perc = make_perceptual(tc.perceptual)     # None for 'none'; LPIPS says so if its weights are missing, before any step
     if perc is not None: perc = perc.to(default_device())
-    return Trainer(model, vae_loss_fn(tc, perc), dl, tc, run_dir=run_dir, callbacks=callbacks,
+    return Trainer(model, image_vae_loss_fn(tc, perc), dl, tc, run_dir=run_dir, callbacks=callbacks,
                    eval_fn=lambda m: evaluate_vae(m, test, max_batches=4)).fit()
 
 def image_vae_configs(dataset: str = 'shapes') -> tuple[VAEConfig, ImageVAETrainConfig]:
     "(model, training) presets of the RGB VAE, quick or full via `pick`."
     mc = pick(VAEConfig(in_channels=3, channels=(16, 32, 32), blocks_per_level=1, norm_groups=8),
               VAEConfig(in_channels=3, channels=(64, 128, 256), blocks_per_level=2, norm_groups=32))
-    tc = pick(ImageVAETrainConfig(steps=300, batch_size=32, lr=3e-3, warmup_steps=20, log_every=20, dataset=dataset,
-                                  n_train=4000, test_limit=256, progress=False),
+    tc = pick(ImageVAETrainConfig(steps=800, batch_size=32, lr=3e-3, warmup_steps=20, log_every=20, dataset=dataset,
+                                  n_train=4000, test_limit=256, progress=False, fg_weight=4.0),
               ImageVAETrainConfig(steps=10000, batch_size=128, lr=5e-4, weight_decay=0.01, warmup_steps=500, log_every=50,
-                                  eval_every=2000, ema_decay=0.999, dataset=dataset, n_train=50000, test_limit=1000))
+                                  eval_every=2000, ema_decay=0.999, dataset=dataset, n_train=50000, test_limit=1000, fg_weight=4.0))
     return mc, tc
 
 def pretrained_image_vae(dataset: str = 'shapes', model_config: VAEConfig | None = None,
@@ -103,6 +125,22 @@ def pretrained_image_vae(dataset: str = 'shapes', model_config: VAEConfig | None
     mc, tc = image_vae_configs(dataset)
     name = dataset_run_name('vae', dataset)
     return load_or_train(name, model_config or mc, AutoencoderKL, train_image_vae, train_config or tc, verbose=verbose).requires_grad_(False)
+
+# %% ../nbs/15_text_to_image.ipynb #f6a3b4c5
+def accuracy_by_color(images: torch.Tensor, labels: torch.Tensor, classifier=None, attribute: str = 'all') -> dict[str, float]:
+    "The judge's accuracy of `attribute` ('all': all four right) on `images` against `labels` (N, 4), separately for each requested colour."
+    clf = classifier if classifier is not None else pretrained_shape_classifier(verbose=False)
+    labels = torch.as_tensor(labels)
+    return {c: attribute_accuracy(images[m], labels[m], clf)[attribute] for i, c in enumerate(COLORS) if (m := labels[:, 0] == i).any()}
+
+@torch.no_grad()
+def reconstruction_ceiling(vae: AutoencoderKL, n: int = 600, split: str = 'heldout', seed: int = 7, classifier=None) -> dict:
+    "The judge's accuracy on VAE reconstructions of `n` fresh renders of `split`: per attribute, 'all', and per colour 'all' ('by_color') and 'color' ('color_by_color')."
+    clf = classifier if classifier is not None else pretrained_shape_classifier(verbose=False)
+    ds, dev = ShapesDataset(n, split, seed), next(vae.parameters()).device
+    rec = torch.cat([vae.decode(vae.encode(x.to(dev)).mode()).clamp(-1, 1).cpu() for x in ds.images.split(256)])
+    return {**attribute_accuracy(rec, ds.labels, clf), 'by_color': accuracy_by_color(rec, ds.labels, clf),
+            'color_by_color': accuracy_by_color(rec, ds.labels, clf, 'color')}
 
 # %% ../nbs/15_text_to_image.ipynb #7863f919
 def captioned_latents(vae: AutoencoderKL, data: CaptionedImages, path, verbose: bool = True) -> Path:
@@ -140,7 +178,8 @@ def text_to_image_data(tc: TextToImageTrainConfig, verbose: bool = False, vae: A
     vae = vae if vae is not None else pretrained_image_vae(tc.dataset, verbose=verbose)
     data = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=vae.config.image_size)
     d = runs_dir(dataset_run_name('vae', tc.dataset))
-    path = captioned_latents(vae, data, d/f'latents_train_{len(data)}.safetensors', verbose)
+    tag = f'_seed{tc.seed}' if tc.dataset == 'shapes' and tc.seed else ''     # the shapes images depend on the seed
+    path = captioned_latents(vae, data, d/f'latents_train_{len(data)}{tag}.safetensors', verbose)
     try: scale = vae_scale_factor(d/CKPT_NAME)
     except KeyError: scale = store_scale_factor(latent_stats(path), d/CKPT_NAME)['scale_factor']
     enc = encoder if encoder is not None else text_encoder_for(tc)
