@@ -106,7 +106,7 @@ def eval_prompts(split: str, n: int, concept: str = 'cross', seed: int = 0):
 # %% ../nbs/21_concepts.ipynb #8abca1ff
 @torch.no_grad()
 def concept_scores(unet: TextUNet, vae, encoder: TextEncoder, scale: float, judge, sets: dict, word: str = 'cross',
-                   concept: str = 'cross', dc=None, guidance: float = 3.0, steps: int = 20, seed: int = 0) -> dict:
+                   concept: str = 'cross', dc=None, guidance: float = 3.0, steps: int = 12, seed: int = 0) -> dict:
     "{set: {'shape': ..., 'all': ...}} judge accuracies of images drawn for each (labels, prompts) set; `word` replaces `concept` in the new-concept sets."
     out = {}
     for name, (labels, prompts) in sets.items():
