@@ -63,7 +63,7 @@ def train_holdout_denoiser(model: TextUNet, tc: HoldoutTrainConfig, run_dir, vae
     enc = encoder if encoder is not None else text_encoder_for(tc)
     _, _, scale, _, _, null = text_to_image_data(tc, vae=vae, encoder=enc)     # the shapes VAE's scale factor, the empty prompt
     data, d = holdout_dataset(tc, vae.config.image_size), Path(run_dir)
-    path = captioned_latents(vae, data, d/f'latents_{len(data)}.safetensors')
+    path = captioned_latents(vae, data, d/f'latents_{len(data)}_seed{tc.seed}.safetensors')   # the images depend on the seed
     cache = cache_embeddings(data.captions, enc, d/f'captions_{len(data)}_{tc.max_length}.safetensors')
     loss_fn = caption_loss(tc, cache.index(data.captions), cache, null)
     return Trainer(model, loss_fn, latent_loader(path, scale, tc), tc, run_dir=run_dir).fit()
