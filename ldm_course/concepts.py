@@ -13,17 +13,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from .training import TrainConfig, Trainer, load_or_train
 from .diffusion import DiffusionConfig, diffusion_loss, latent_loader
-from .guidance import drop_conditions
 from .text import TextEncoder, TextEmbeddings, cache_embeddings, mean_pool
 from .latents import vae_fingerprint
 from .shapes import COLORS, SHAPES, SIZES, POSITIONS, ShapesDataset, caption_for, combinations, render_shapes, attribute_accuracy
 from .crossattn import TextUNet
-from .t2i import (CaptionedImages, TextToImageTrainConfig, captioned_latents, pretrained_image_vae, text_encoder_for,
+from .t2i import (caption_loss, CaptionedImages, TextToImageTrainConfig, captioned_latents, pretrained_image_vae, text_encoder_for,
                   text_to_image, text_to_image_configs, text_to_image_data)
 
 # %% auto #0
 __all__ = ['SHOWN_COLORS', 'SHOWN_POSITIONS', 'LORA_TARGETS', 'METHODS', 'LORA_FORMAT', 'EMBEDDING_FORMAT', 'HoldoutTrainConfig',
-           'holdout_dataset', 'caption_loss', 'train_holdout_denoiser', 'pretrained_holdout_denoiser', 'concept_labels',
+           'holdout_dataset', 'train_holdout_denoiser', 'pretrained_holdout_denoiser', 'concept_labels',
            'concept_examples', 'eval_prompts', 'concept_scores', 'ConceptEncoder', 'add_lora', 'lora_shapes',
            'ConceptTrainConfig', 'finetune_loss', 'TIModel', 'finetune', 'save_lora', 'load_lora', 'save_embedding',
            'load_embedding']
@@ -47,16 +46,6 @@ def holdout_dataset(tc: HoldoutTrainConfig, size: int = 32) -> CaptionedImages:
     return CaptionedImages(ds.images[keep], [ds.captions[i] for i in keep.tolist()])
 
 # %% ../nbs/21_concepts.ipynb #6929f037
-def caption_loss(dc: TextToImageTrainConfig, rows: torch.Tensor, cache, null: TextEmbeddings):
-    "Chapter 15's loss: diffusion loss of (latents, image index) batches on their caption embeddings, captions dropped with dc.cond_dropout."
-    sched, nullc = dc.scheduler(), {'context': null.tokens, 'context_mask': null.mask}
-    def loss_fn(m, batch):
-        z, idx = batch
-        e = cache[rows[idx.cpu()]]
-        cond = drop_conditions({'context': e.tokens, 'context_mask': e.mask}, nullc, dc.cond_dropout)
-        return diffusion_loss(m, z, dc, sched, **{k: v.to(z.device) for k, v in cond.items()})
-    return loss_fn
-
 def train_holdout_denoiser(model: TextUNet, tc: HoldoutTrainConfig, run_dir, vae=None, encoder: TextEncoder | None = None) -> Trainer:
     "Train the text U-Net on `holdout_dataset(tc)` with chapter 15's loss and the course's Trainer."
     vae = vae if vae is not None else pretrained_image_vae('shapes', verbose=False)

@@ -18,15 +18,15 @@ from .diffusion import DenoiserTrainConfig, diffusion_loss, generate, latent_loa
 from .guidance import CFG, drop_conditions
 from .text import TextEncoder, cache_embeddings
 from .latents import encode_dataset, read_latents, vae_fingerprint, latent_stats, store_scale_factor, vae_scale_factor
-from .vae import AutoencoderKL, VAEConfig, VAETrainConfig, evaluate_vae
+from .vae import AutoencoderKL, VAEConfig, VAETrainConfig, evaluate_vae, vae_terms
 from .shapes import COLORS, ShapesDataset, caption_for, combinations, attribute_accuracy, pretrained_shape_classifier
 
 # %% auto #0
 __all__ = ['CaptionedImages', 'captioned_dataset', 'dataset_run_name', 'ImageVAETrainConfig', 'image_vae_terms',
            'image_vae_loss_fn', 'train_image_vae', 'image_vae_configs', 'pretrained_image_vae', 'accuracy_by_color',
            'reconstruction_ceiling', 'captioned_latents', 'TextToImageTrainConfig', 'text_encoder_for',
-           'text_to_image_data', 'train_text_denoiser', 'text_to_image_configs', 'pretrained_text_denoiser',
-           'prompt_conditions', 'text_to_image', 'adherence_sweep', 'attention_maps']
+           'text_to_image_data', 'caption_loss', 'train_text_denoiser', 'text_to_image_configs',
+           'pretrained_text_denoiser', 'prompt_conditions', 'text_to_image', 'adherence_sweep', 'attention_maps']
 
 # %% ../nbs/15_text_to_image.ipynb #4b65ff09
 class CaptionedImages(Dataset):
@@ -81,16 +81,8 @@ class ImageVAETrainConfig(VAETrainConfig):
 
 def image_vae_terms(model: AutoencoderKL, x: torch.Tensor, tc: ImageVAETrainConfig, perceptual=None):
     "(loss, logs, recon): chapter 06's VAE objective with each pixel's reconstruction error weighted by 1 + fg_weight on shape pixels."
-    recon, q = model(x)
-    err = (recon - x).abs() if tc.recon == 'l1' else (recon - x).pow(2)
-    w = 1 + tc.fg_weight * (x < 0.9).any(1, keepdim=True).to(err.dtype)    # background is white: 1.0 in every channel
-    rec = (w * err).mean() / w.mean()
-    kl = q.kl().mean() / x[0].numel()
-    loss, logs = rec + tc.beta * kl, {'recon': rec.detach(), 'kl': kl.detach()}
-    if perceptual is not None and tc.gamma > 0:
-        p = perceptual(recon.float(), x.float()).mean()
-        loss = loss + tc.gamma * p; logs['perceptual'] = p.detach()
-    return loss, logs, recon
+    w = 1 + tc.fg_weight * (x < 0.9).any(1, keepdim=True).to(x.dtype)     # background is white: 1.0 in every channel
+    return vae_terms(model, x, tc, perceptual, weight=w)
 
 def image_vae_loss_fn(tc: ImageVAETrainConfig, perceptual=None):
     "The Trainer's loss_fn for the image VAE."
@@ -186,20 +178,23 @@ def text_to_image_data(tc: TextToImageTrainConfig, verbose: bool = False, vae: A
     cache = cache_embeddings(data.captions, enc, d/f'captions_{len(data)}_{tc.max_length}.safetensors', verbose=verbose)
     return vae, path, scale, cache, cache.index(data.captions), enc.encode([''])
 
-def train_text_denoiser(model: TextUNet, tc: TextToImageTrainConfig, run_dir, callbacks=(), vae: AutoencoderKL | None = None,
-                        encoder: TextEncoder | None = None) -> Trainer:
-    "Train the text U-Net on cached latents and caption embeddings, with caption dropout, using the course's Trainer."
-    _, path, scale, cache, rows, null = text_to_image_data(tc, verbose=True, vae=vae, encoder=encoder)
-    if cache.emb.tokens.shape[-1] != model.config.context_dim:
-        raise ValueError(f"text encoder hidden size {cache.emb.tokens.shape[-1]} does not match the U-Net's context_dim={model.config.context_dim}")
-    dl = latent_loader(path, scale, tc)
+def caption_loss(tc: TextToImageTrainConfig, rows: torch.Tensor, cache, null):
+    "The text-to-image loss: diffusion loss of (latents, image index) batches on their caption embeddings (`cache[rows[index]]`), captions dropped to `null` with tc.cond_dropout."
     sched, nullc = tc.scheduler(), {'context': null.tokens, 'context_mask': null.mask}
     def loss_fn(m, batch):
         z, idx = batch
         e = cache[rows[idx.cpu()]]
         cond = drop_conditions({'context': e.tokens, 'context_mask': e.mask}, nullc, tc.cond_dropout)
         return diffusion_loss(m, z, tc, sched, **{k: v.to(z.device) for k, v in cond.items()})
-    return Trainer(model, loss_fn, dl, tc, run_dir=run_dir, callbacks=callbacks).fit()
+    return loss_fn
+
+def train_text_denoiser(model: TextUNet, tc: TextToImageTrainConfig, run_dir, callbacks=(), vae: AutoencoderKL | None = None,
+                        encoder: TextEncoder | None = None) -> Trainer:
+    "Train the text U-Net on cached latents and caption embeddings, with caption dropout, using the course's Trainer."
+    _, path, scale, cache, rows, null = text_to_image_data(tc, verbose=True, vae=vae, encoder=encoder)
+    if cache.emb.tokens.shape[-1] != model.config.context_dim:
+        raise ValueError(f"text encoder hidden size {cache.emb.tokens.shape[-1]} does not match the U-Net's context_dim={model.config.context_dim}")
+    return Trainer(model, caption_loss(tc, rows, cache, null), latent_loader(path, scale, tc), tc, run_dir=run_dir, callbacks=callbacks).fit()
 
 def text_to_image_configs(dataset: str = 'shapes') -> tuple[UNetConfig, TextToImageTrainConfig]:
     "The (text U-Net, training) presets, quick or full via `pick`."

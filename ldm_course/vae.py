@@ -263,10 +263,11 @@ class VAETrainConfig(TrainConfig):
         if self.perceptual not in ('lpips', 'classifier', 'none'):
             raise ValueError(f"VAETrainConfig.perceptual={self.perceptual!r}: expected 'lpips', 'classifier' or 'none'")
 
-def vae_terms(model, x, tc: VAETrainConfig, perceptual: nn.Module | None = None):
-    "(loss, logs, recon) of the VAE objective on a batch of images."
+def vae_terms(model, x, tc: VAETrainConfig, perceptual: nn.Module | None = None, weight: torch.Tensor | None = None):
+    "(loss, logs, recon) of the VAE objective on a batch of images; `weight` (broadcast to x) weighs each pixel's reconstruction error."
     recon, q = model(x)
-    rec = (recon - x).abs().mean() if tc.recon == 'l1' else (recon - x).pow(2).mean()
+    err = (recon - x).abs() if tc.recon == 'l1' else (recon - x).pow(2)
+    rec = err.mean() if weight is None else (weight * err).mean() / weight.mean()
     kl = q.kl().mean() / x[0].numel()
     loss, logs = rec + tc.beta * kl, {'recon': rec.detach(), 'kl': kl.detach()}
     if perceptual is not None and tc.gamma > 0:
