@@ -40,12 +40,15 @@ setup() {
 
 get_data() {
   # Offline data from Debian packages where apt is available: Fashion-MNIST (dataset-fashion-mnist) and the colour
-  # emoji font (fonts-noto-color-emoji), and Chromium for the app's browser test (chromium; without it that test is skipped).
+  # emoji font (fonts-noto-color-emoji), the emoji groups and subgroups (unicode-data's emoji-test.txt), and Chromium for
+  # the app's browser test (chromium; without it that test is skipped).
   # Without apt, Fashion-MNIST falls back to torchvision's download (internet).
   local fm=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz font=/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+  local etest=/usr/share/unicode/emoji/emoji-test.txt
   local want=""
   [ -f $fm ] || [ -d "$HOME/.cache/ldm_course/fashion-mnist/FashionMNIST/raw" ] || want="$want dataset-fashion-mnist"
   [ -f $font ] || [ -n "${LDM_EMOJI_FONT:-}" ] || want="$want fonts-noto-color-emoji"
+  [ -f $etest ] || [ -n "${LDM_EMOJI_TEST:-}" ] || want="$want unicode-data"
   command -v chromium >/dev/null || want="$want chromium"
   if [ -n "$want" ]; then
     local sudo=""
@@ -59,6 +62,7 @@ get_data() {
     log "Fashion-MNIST: trying torchvision's download into ~/.cache/ldm_course"
     "$VENV/bin/python" -c 'from ldm_course.data import fashion_mnist_dir; print(fashion_mnist_dir())'
   fi
+  [ -f $etest ] || [ -n "${LDM_EMOJI_TEST:-}" ] || log "WARNING: no emoji-test.txt: install unicode-data or set LDM_EMOJI_TEST (the emoji text-to-image chapter needs it)"
   [ -f $font ] || [ -n "${LDM_EMOJI_FONT:-}" ] || log "WARNING: no colour emoji font: install fonts-noto-color-emoji or set LDM_EMOJI_FONT (the emoji chapter needs it)"
 }
 
