@@ -26,10 +26,10 @@ from .samplers import SAMPLERS
 __all__ = ['RECIPES_DIR', 'TASKS', 'SampleConfig', 'section_classes', 'recipe_schema', 'list_recipes', 'find_recipe',
            'read_recipe_file', 'parse_override', 'set_key', 'pretrained_vae_folder', 'recipe_config', 'Recipe',
            'check_run_name', 'load_recipe', 'runs_root', 'is_main_process', 'recipe_dir', 'error_message',
-           'check_device', 'check_dataset', 'use_pretrained_vae', 'run_train_vae', 'run_cache_latents',
+           'check_device', 'check_dataset', 'run_train_vae', 'run_cache_latents', 'use_pretrained_vae',
            'diffusion_config_of', 'run_train', 'writable_out', 'run_generate', 'recipe_parser', 'train_vae_main',
-           'cache_latents_main', 'train_main', 'generate_parser', 'generate_main', 'main', 'make_example_folder',
-           'example_folder_main']
+           'cache_latents_main', 'train_main', 'generate_parser', 'generate_main', 'make_example_folder',
+           'example_folder_main', 'main']
 
 # %% ../nbs/19_recipes.ipynb #46a54325
 RECIPES_DIR = Path(ldm_course.__file__).parent/'recipes'
@@ -347,6 +347,7 @@ def check_device(device) -> None:
     if d.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError(f"--device {device!r}: MPS is not available here; expected cpu")
     if d.type not in ('cpu', 'cuda', 'mps'): raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
 
+# %% ../nbs/19_recipes.ipynb #0e60614d
 def _check_builtin_dataset(r: Recipe) -> None:
     "A built-in dataset's files are there (else the error says how to get them) and hold a full batch for each training stage."
     from ldm_course.data import idx_split_size
@@ -374,17 +375,6 @@ def check_dataset(r: Recipe) -> None:
                              f"{key}.batch_size={tc.batch_size}; expected at least one full batch: add images or lower {key}.batch_size")
 
 # %% ../nbs/19_recipes.ipynb #247a1954
-def use_pretrained_vae(r: Recipe):
-    "The SD-format autoencoder of `vae: pretrained:PATH`, frozen, saved as the dataset's VAE (runs_dir/vae_<dataset>) with its config's scale factor."
-    from ldm_course.sd import sd_scale_factor
-    from ldm_course.t2i import dataset_run_name
-    vae = AutoencoderKL.from_diffusers(r.vae_pretrained, image_size=r.vae_model.image_size).requires_grad_(False)
-    ckpt = runs_dir(dataset_run_name('vae', r.dataset))/CKPT_NAME      # where the data chain reads the VAE's scale factor
-    save_checkpoint(ckpt, vae, {'model_config': vae.config.to_dict(), 'pretrained': r.vae_pretrained})
-    set_checkpoint_extra(ckpt, scale_factor=sd_scale_factor(r.vae_pretrained))   # read from its config, not measured
-    print(f"vae: {r.vae_pretrained} (pretrained, frozen; scale factor {vae.scaling_factor:g} from its config) -> {ckpt}")
-    return vae
-
 def run_train_vae(r: Recipe):
     "Train (or load, or resume) the recipe's VAE; returns it. `vae: pretrained:PATH`: load that autoencoder instead (`use_pretrained_vae`)."
     if r.vae_pretrained: return use_pretrained_vae(r)
@@ -412,6 +402,18 @@ def run_cache_latents(r: Recipe, vae=None, encoder=None) -> dict:
     with safe_open(str(path), 'pt') as f: n = int(f.metadata()['n'])          # the images encoded (60,000 for all of either dataset)
     return {**stats, 'path': str(path), 'n': n}
 
+# %% ../nbs/19_recipes.ipynb #c59cd360
+def use_pretrained_vae(r: Recipe):
+    "The SD-format autoencoder of `vae: pretrained:PATH`, frozen, saved as the dataset's VAE (runs_dir/vae_<dataset>) with its config's scale factor."
+    from ldm_course.sd import sd_scale_factor
+    from ldm_course.t2i import dataset_run_name
+    vae = AutoencoderKL.from_diffusers(r.vae_pretrained, image_size=r.vae_model.image_size).requires_grad_(False)
+    ckpt = runs_dir(dataset_run_name('vae', r.dataset))/CKPT_NAME      # where the data chain reads the VAE's scale factor
+    save_checkpoint(ckpt, vae, {'model_config': vae.config.to_dict(), 'pretrained': r.vae_pretrained})
+    set_checkpoint_extra(ckpt, scale_factor=sd_scale_factor(r.vae_pretrained))   # read from its config, not measured
+    print(f"vae: {r.vae_pretrained} (pretrained, frozen; scale factor {vae.scaling_factor:g} from its config) -> {ckpt}")
+    return vae
+
 # %% ../nbs/19_recipes.ipynb #58bba12c
 def _save_grid(x: torch.Tensor, path, nrow: int | None = None) -> Path:
     "Images in [-1, 1] (N, C, H, W) as one PNG grid."
@@ -425,6 +427,7 @@ def diffusion_config_of(tc) -> DiffusionConfig:
     "The DiffusionConfig part of a denoiser's training config (what sampling needs)."
     return DiffusionConfig.from_dict({f.name: getattr(tc, f.name) for f in dataclasses.fields(DiffusionConfig)})
 
+# %% ../nbs/19_recipes.ipynb #fae7f846
 def run_train(r: Recipe, pipeline_dir=None) -> Path:
     "Train (or load, or resume) the recipe's denoiser and draw a preview grid; text-to-image: save an LDMPipeline. Returns the pipeline directory or the grid."
     r.require_denoiser('ldm-train')
@@ -473,6 +476,7 @@ def writable_out(out) -> Path:
     if not d.is_dir() or not os.access(d, os.W_OK): raise ValueError(f"--out {str(out)!r}: {str(d)!r} is not a writable folder")
     return out
 
+# %% ../nbs/19_recipes.ipynb #47c3d54a
 def run_generate(pipeline, prompt: str, negative_prompt: str | None = None, guidance_scale: float = 4.0, steps: int = 25,
                  sampler: str | None = None, seed: int = 0, n: int = 1, out='samples.png', size: int | None = None,
                  device=None) -> list[Path]:
@@ -511,6 +515,7 @@ def _recipe_epilog(prog: str) -> str:
               'The same recipe and overrides must be given to every command of one experiment.']
     return '\n'.join(lines)
 
+# %% ../nbs/19_recipes.ipynb #49bc8f40
 def recipe_parser(command: str, prog: str | None = None) -> argparse.ArgumentParser:
     "The argument parser of a recipe command ('train-vae', 'cache-latents' or 'train')."
     script, help_text = _COMMANDS[command]
@@ -526,6 +531,7 @@ def recipe_parser(command: str, prog: str | None = None) -> argparse.ArgumentPar
                                           '(default: <runs>/<quick|full>/<recipe name>/pipeline)')
     return p
 
+# %% ../nbs/19_recipes.ipynb #001c39dc
 def _parse_recipe(command: str, argv, prog=None):
     p = recipe_parser(command, prog)
     a = p.parse_intermixed_args(argv)
@@ -538,6 +544,7 @@ def _parse_recipe(command: str, argv, prog=None):
     except (KeyError, TypeError, ValueError, OSError) as e: p.error(error_message(e))
     return a, r
 
+# %% ../nbs/19_recipes.ipynb #b24ef570
 def _run_recipe_command(command: str, argv=None, prog=None):
     a, r = _parse_recipe(command, argv, prog)
     if a.print_config: print(r.to_yaml(), end=''); return
@@ -592,6 +599,7 @@ def generate_parser(prog: str = 'ldm-generate') -> argparse.ArgumentParser:
     p.add_argument('--device', help='cuda, mps or cpu (default: the best available)')
     return p
 
+# %% ../nbs/19_recipes.ipynb #1b7b50d2
 def generate_main(argv=None):
     "Console script `ldm-generate --pipeline DIR --prompt ... [--negative-prompt --guidance-scale --steps --sampler --seed --n --out]`."
     p = generate_parser()
@@ -603,25 +611,6 @@ def generate_main(argv=None):
         files = run_generate(a.pipeline, a.prompt, a.negative_prompt, a.guidance_scale, a.steps, a.sampler, a.seed, a.n, a.out, a.size, a.device)
     except (OSError, ValueError, TypeError, KeyError) as e: p.error(error_message(e))
     print(f"{a.n} image(s) of {a.prompt!r} -> {', '.join(map(str, files[:3]))}{' ...' if len(files) > 3 else ''} ({time.time() - t0:.1f}s)")
-
-# %% ../nbs/19_recipes.ipynb #a143bf65
-def main(argv=None):
-    "`python -m ldm_course.cli <command> ...`: the four console scripts (and `example-folder`) under one entry point."
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cmds = {'train-vae': train_vae_main, 'cache-latents': cache_latents_main, 'train': train_main, 'generate': generate_main,
-            'example-folder': example_folder_main}
-    if not argv or argv[0] in ('-h', '--help') or argv[0] not in cmds:
-        print("usage: python -m ldm_course.cli {train-vae,cache-latents,train,generate,example-folder} ...\n\n"
-              "Train a latent diffusion model from a recipe, from a terminal (one GPU, several with torchrun, or a CPU).\n\n"
-              "commands (the same as the console scripts ldm-train-vae, ldm-cache-latents, ldm-train, ldm-generate):\n"
-              + '\n'.join(f"  {c:15s} {_COMMANDS[c][1].split('.')[0]}" for c in _COMMANDS) +
-              "\n  generate        Generate images from a prompt with a pipeline written by train\n"
-              "  example-folder  Write a folder of captioned shape images (with a few broken files) to try the commands on\n\n"
-              "A newcomer's order: train-vae -> cache-latents -> train -> generate, all with the same recipe and overrides.\n"
-              "Run `python -m ldm_course.cli <command> --help` for the arguments and examples of each.")
-        if argv and argv[0] not in ('-h', '--help'): raise SystemExit(f"unknown command {argv[0]!r}: expected one of {list(cmds)}")
-        return
-    cmds[argv[0]](argv[1:])
 
 # %% ../nbs/19_recipes.ipynb #b82eb923
 def make_example_folder(root, n: int = 200, size: int = 48, seed: int = 0) -> dict:
@@ -653,6 +642,25 @@ def example_folder_main(argv=None):
     a = p.parse_args(argv)
     made = make_example_folder(a.dir, a.n, a.size)
     print(f"wrote {a.n} captioned images + {made['awkward']} + {made['broken']} (broken) to {a.dir}")
+
+# %% ../nbs/19_recipes.ipynb #a143bf65
+def main(argv=None):
+    "`python -m ldm_course.cli <command> ...`: the four console scripts (and `example-folder`) under one entry point."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmds = {'train-vae': train_vae_main, 'cache-latents': cache_latents_main, 'train': train_main, 'generate': generate_main,
+            'example-folder': example_folder_main}
+    if not argv or argv[0] in ('-h', '--help') or argv[0] not in cmds:
+        print("usage: python -m ldm_course.cli {train-vae,cache-latents,train,generate,example-folder} ...\n\n"
+              "Train a latent diffusion model from a recipe, from a terminal (one GPU, several with torchrun, or a CPU).\n\n"
+              "commands (the same as the console scripts ldm-train-vae, ldm-cache-latents, ldm-train, ldm-generate):\n"
+              + '\n'.join(f"  {c:15s} {_COMMANDS[c][1].split('.')[0]}" for c in _COMMANDS) +
+              "\n  generate        Generate images from a prompt with a pipeline written by train\n"
+              "  example-folder  Write a folder of captioned shape images (with a few broken files) to try the commands on\n\n"
+              "A newcomer's order: train-vae -> cache-latents -> train -> generate, all with the same recipe and overrides.\n"
+              "Run `python -m ldm_course.cli <command> --help` for the arguments and examples of each.")
+        if argv and argv[0] not in ('-h', '--help'): raise SystemExit(f"unknown command {argv[0]!r}: expected one of {list(cmds)}")
+        return
+    cmds[argv[0]](argv[1:])
 
 # %% ../nbs/19_recipes.ipynb #f25541ab
 #| eval: false
