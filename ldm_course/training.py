@@ -181,8 +181,9 @@ def resolve_precision(device, precision: str = 'auto', capability: tuple[int, in
 
 # %% ../nbs/03_training.ipynb #82140ba6
 def compile_failed_message(e: BaseException) -> str:
-    "The warning when torch.compile fails: the error's type and first line."
-    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+    "The warning when torch.compile fails: the error's type and first line (two, when the first ends in ':')."
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or ['']
+    first = ' '.join(lines[:2] if lines[0].endswith(':') else lines[:1])[:200]   # "backend='inductor' raised: <the error>"
     return f"torch.compile failed ({type(e).__name__}: {first}); training the eager model instead"
 
 def compile_or_eager(model: nn.Module) -> nn.Module:
