@@ -80,7 +80,9 @@ def train_edm(model: UNet, tc: EDMTrainConfig, run_dir, callbacks=(), vae: nn.Mo
 def edm_configs(sigma_data: float) -> tuple[UNetConfig, EDMTrainConfig]:
     "Chapter 10's (U-Net, training) presets with EDM's objective and the measured `sigma_data`."
     mc, tc = denoiser_configs()
-    return mc, EDMTrainConfig(**{**tc.to_dict(), 'sigma_data': float(sigma_data)})
+    # rounded: a measured σ_data differs in its last bits between thread counts (float reduction order), which would
+    # make a checkpoint trained at two threads look like another config at one
+    return mc, EDMTrainConfig(**{**tc.to_dict(), 'sigma_data': round(float(sigma_data), 6)})
 
 def pretrained_edm(sigma_data: float, vae: nn.Module | None = None, ema: bool = True, verbose: bool = True) -> UNet:
     "The EDM-trained U-Net: loaded from runs_dir('edm') if trained with these configs on this VAE, else trained now."
