@@ -4,6 +4,7 @@
 #   ./course.sh test    set up, then run the tests (every notebook through nbdev's runner, plus repo checks)
 #   ./course.sh setup   only set up: .venv/ with the pinned packages, the package itself, the data
 #   ./course.sh readme  regenerate README.md from nbs/index.ipynb
+#   ./course.sh gpu     set up, then the GPU runbook (<= 9 min, one H100/H200) -> gpu_results/; LDM_GPU_DRY_RUN=1: on CPU
 # Environment: PYTHON (interpreter for the venv, default python3), LDM_QUICK=1/0 (force quick/full size),
 # LDM_TEST_FLAGS="slow gpu" (also run cells flagged so under tests).
 set -euo pipefail
@@ -102,6 +103,26 @@ test_() {
   "$VENV/bin/python" -m pytest tests -n "$workers" --dist loadfile "$@"
 }
 
+has_cuda() { "$VENV/bin/python" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }
+
+gpu() {
+  # The GPU runbook (ldm_course.bench.gpu_runbook): benchmark against diffusers, then the time-boxed full-size
+  # Fashion-MNIST chain and its FID ratio, all within LDM_GPU_BUDGET seconds (default 540) counted from this command's
+  # start; the JSON is rewritten after every stage. LDM_GPU_DRY_RUN=1: the same stages at tiny sizes on the CPU.
+  local t0=$SECONDS dry=${LDM_GPU_DRY_RUN:-0}
+  local refuse="error: ./course.sh gpu needs a CUDA GPU and torch found none (nvidia-smi shows what the driver sees); LDM_GPU_DRY_RUN=1 ./course.sh gpu runs a tiny CPU dry run instead"
+  if [ "$dry" != 1 ] && [ -x "$VENV/bin/python" ] && ! has_cuda; then echo "$refuse" >&2; exit 1; fi   # before a long setup
+  setup
+  if [ "$dry" != 1 ] && ! has_cuda; then echo "$refuse" >&2; exit 1; fi
+  local budget=$(( ${LDM_GPU_BUDGET:-540} - (SECONDS - t0) - 5 ))    # setup and the interpreter's start count too
+  local args=(--budget "$budget")
+  [ "$dry" = 1 ] && args+=(--dry-run)
+  [ -n "${LDM_GPU_OUT:-}" ] && args+=(--out "$LDM_GPU_OUT")
+  log "GPU runbook: budget $budget s$([ "$dry" = 1 ] && echo ' (CPU dry run, tiny sizes)')"
+  "$VENV/bin/python" -c 'import sys; from ldm_course.bench import runbook_main; runbook_main(sys.argv[1:])' "${args[@]}"
+  [ "$dry" = 1 ] || log "commit the JSON in gpu_results/: git add gpu_results && git commit -m 'GPU runbook results'"
+}
+
 readme() {
   [ -x "$VENV/bin/jupyter" ] || setup
   "$VENV/bin/python" tests/readme.py --write
@@ -112,5 +133,6 @@ case "${1:-}" in
   test) shift; test_ "$@" ;;
   setup) setup ;;
   readme) readme ;;
+  gpu) gpu ;;
   *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

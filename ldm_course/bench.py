@@ -4,29 +4,33 @@
 
 # %% ../nbs/18_benchmarks.ipynb #397fb8c7
 from __future__ import annotations
-import argparse, contextlib, dataclasses, json, os, statistics, sys, time
+import argparse, contextlib, dataclasses, functools, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torch.utils.data import default_collate
-from .core import Config
+from torch.utils.data import DataLoader, TensorDataset, default_collate
+from .core import Config, default_device
+from .data import IdxImages, to_model_range
 from .unet import UNet, UNetConfig, UNET_QUICK, UNET_FULL, count_params
 from .scheduler import NoiseScheduler
 from .samplers import as_denoiser, get_sampler, get_sigmas, prior_sample
 from .guidance import CFG
 from .vae import AutoencoderKL, VAEConfig
-from .training import ADAMW_IMPLS, TrainConfig, adamw, to_device
+from .training import ADAMW_IMPLS, TrainConfig, Trainer, adamw, to_device
 
 # %% auto #0
-__all__ = ['PEAK_BF16_FLOPS', 'SHIPPED_ADAMW', 'PROJECTION_PEAKS', 'ASSUMED_MFU', 'sync', 'time_alternating', 'medians',
+__all__ = ['PEAK_BF16_FLOPS', 'SHIPPED_ADAMW', 'PROJECTION_PEAKS', 'ASSUMED_MFU', 'CHAIN', 'sync', 'time_alternating', 'medians',
            'speedup', 'ratio_spread', 'fmt_table', 'cpu_peak_tensor_bytes', 'peak_memory', 'check_param_match',
            'matched_diffusers_unet', 'as_model_fn', 'random_batch', 'make_train_step', 'to_channels_last',
            'try_compile', 'count_flops', 'peak_flops', 'bench_train', 'ratio_row', 'diffusers_scheduler',
            'diffusers_sample', 'course_sample', 'null_condition', 'bench_sampling', 'matched_diffusers_vae',
            'bench_vae', 'text_unet_class', 'unet_pair', 'main', 'console_main', 'full_size', 'FullSizeModel',
            'random_images', 'random_latents', 'denoiser_inputs', 'denoiser_loss', 'network_loss', 'vae_loss',
-           'full_size_models', 'saved_activation_bytes', 'fmt_duration', 'full_size_cost']
+           'full_size_models', 'saved_activation_bytes', 'fmt_duration', 'full_size_cost', 'TimeBoxExpired', 'TimeBox',
+           'fit_timeboxed', 'runbook_plan', 'machine_info', 'write_json', 'sampling_mfu', 'runbook_benchmark',
+           'fashion_tensors', 'train_timeboxed', 'runbook_goal', 'gpu_runbook', 'runbook_path', 'runbook_main']
 
 # %% ../nbs/18_benchmarks.ipynb #fbbdcc96
 def sync(device=None):
@@ -632,3 +636,308 @@ def full_size_cost(m: FullSizeModel, act_batch: int = 1, peaks: dict = PROJECTIO
            'PFLOP total': total / 1e15, 'activations GiB': act / 2**30}
     row.update({f'{g} (projected)': fmt_duration(total / (p * mfu)) for g, p in peaks.items()})
     return row
+
+# %% ../nbs/18_benchmarks.ipynb #caf95929
+class TimeBoxExpired(Exception):
+    "Raised by `TimeBox` to end a Trainer's `fit` early (caught by `fit_timeboxed`)."
+
+class TimeBox:
+    "A Trainer callback that gives a run `seconds` of wall clock: it measures the step rate over `probe` steps after the first `skip`, shortens the run to the steps that fit (the lr schedule, warm-up included, is rescaled to end at the new last step), and stops it at the deadline whatever happens."
+    def __init__(self, seconds: float, probe: int = 20, skip: int = 3, safety: float = 0.9, clock: Callable[[], float] = time.monotonic):
+        if not seconds > 0: raise ValueError(f"TimeBox: seconds={seconds!r}: expected a time limit > 0")
+        if probe < 1 or skip < 0: raise ValueError(f"TimeBox: probe={probe}, skip={skip}: expected probe >= 1, skip >= 0")
+        self.seconds, self.probe, self.skip, self.safety, self.clock = seconds, probe, skip, safety, clock
+        self.start()
+
+    def start(self):
+        "Start the clock (call it right before `fit`: the first step, with any compilation, counts)."
+        self.t0, self.t_probe, self.planned, self.stopped_by, self.shortened = self.clock(), None, None, None, False
+
+    def __call__(self, trainer):
+        now = self.clock()
+        if self.t_probe is None and trainer.step > self.skip: self.t_probe = (trainer.step, now)
+        elif self.planned is None and self.t_probe is not None and trainer.step >= self.t_probe[0] + self.probe:
+            rate = (now - self.t_probe[1]) / (trainer.step - self.t_probe[0])          # seconds per warm step
+            fit = trainer.step + int(self.safety * (self.t0 + self.seconds - now) / max(rate, 1e-9))
+            self.planned = max(trainer.step, min(trainer.total_steps, fit))
+            if self.planned < trainer.total_steps:                                      # lr_at reads both at every step
+                warm = trainer.cfg.warmup_steps * self.planned // trainer.total_steps
+                trainer.cfg, trainer.total_steps = trainer.cfg.replace(warmup_steps=warm), self.planned
+                self.shortened = True
+        if now - self.t0 >= self.seconds: self.stopped_by = 'deadline'
+        elif self.shortened and trainer.step >= trainer.total_steps: self.stopped_by = 'time box'   # else fit ends by itself
+        if self.stopped_by: raise TimeBoxExpired(f"{self.stopped_by} at step {trainer.step}")
+
+def fit_timeboxed(trainer, seconds: float, **kw) -> dict:
+    "`trainer.fit()` within about `seconds` (a `TimeBox`): steps run, configured and planned, what stopped it, seconds taken."
+    box, configured = TimeBox(seconds, **kw), trainer.total_steps
+    trainer.callbacks.append(box)
+    box.start()
+    try: trainer.fit()
+    except TimeBoxExpired: pass
+    finally: trainer.callbacks.remove(box)
+    return {'steps': trainer.step, 'configured_steps': configured, 'planned_steps': box.planned,
+            'stopped_by': box.stopped_by or 'finished', 'seconds': box.clock() - box.t0, 'time_box_s': seconds}
+
+# %% ../nbs/18_benchmarks.ipynb #2d0697a8
+def _train_fields(tc: TrainConfig, **want) -> tuple[TrainConfig, dict]:
+    "tc with those of `want` that TrainConfig has as fields (the fast paths the Trainer knows), and what was set."
+    have = {f.name for f in dataclasses.fields(tc)}
+    used = {k: v for k, v in want.items() if k in have}
+    return tc.replace(**used), used
+
+def runbook_plan(dry_run: bool = False) -> dict:
+    "What the runbook runs: the full-size presets of chapters 04, 06 and 10 on a GPU; the same stages at tiny sizes for a CPU dry run."
+    from ldm_course.classifier import classifier_configs
+    from ldm_course.vae import vae_configs
+    from ldm_course.diffusion import denoiser_configs
+    with full_size():
+        (cm, ct), (vm, vt), (dm, dt) = classifier_configs(), vae_configs(), denoiser_configs()
+    fast = dict(precision='bf16', compile=True, bf16=True)        # what the Trainer supports of these is used
+    (ct, used), (vt, _), (dt, _) = (_train_fields(t.replace(eval_every=0, progress=False), **fast) for t in (ct, vt, dt))
+    plan = dict(size='full', bench_size='full', bench_unet={}, bench_batch=dt.batch_size, bench_repeats=5, bench_warmup=2, bench_compile=True,
+                sample_batch=64, sample_steps=(25,), samplers=('dpmpp_2m', 'ddim'), nfe=25, fid_n=5000, fid_reference=10000,
+                fid_seeds=(0, 1, 2), fid_batch=1000, encode_batch=1024, classifier=(cm, ct), vae=(vm, vt), denoiser=(dm, dt),
+                limit=None, test_limit=None, trainer_options=used, compile_min_s=120, shares={'classifier': 0.15, 'vae': 0.35, 'denoiser': 0.5},
+                need_s={'benchmark': 150, 'classifier': 20, 'vae': 40, 'latents': 15, 'denoiser': 60, 'fid': 45})
+    if not dry_run: return plan
+    tiny = dict(steps=40, batch_size=16, warmup_steps=4, log_every=5, ema_decay=0.9)
+    eager = lambda t: _train_fields(t, compile=False, precision='auto')[0]   # on a CPU: fp32, and compiling would outlast the dry run
+    return {**plan, 'size': 'dry run (tiny, CPU)', 'bench_size': 'quick', 'bench_unet': {'base_channels': 16, 'norm_groups': 4}, 'bench_batch': 2, 'bench_repeats': 1, 'bench_warmup': 0,
+            'bench_compile': False, 'sample_batch': 1, 'sample_steps': (2,), 'samplers': ('dpmpp_2m', 'ddim'), 'nfe': 4,
+            'fid_n': 48, 'fid_reference': 96, 'fid_batch': 48, 'encode_batch': 128, 'limit': 512, 'test_limit': 96,
+            'classifier': (cm.replace(channels=(8, 16, 16), blocks_per_stage=1), eager(ct.replace(epochs=None, **tiny))),
+            'vae': (vm.replace(channels=(8, 16, 16), blocks_per_level=1, norm_groups=4), eager(vt.replace(**{**tiny, 'steps': 20, 'batch_size': 8}))),
+            'denoiser': (UNetConfig(**{**UNET_QUICK, 'base_channels': 16, 'norm_groups': 4}), eager(dt.replace(**{**tiny, 'steps': 60}))),
+            'trainer_options': {**used, **_train_fields(ct, compile=False, precision='auto')[1]},
+            'need_s': {'benchmark': 10, 'classifier': 2, 'vae': 2, 'latents': 1, 'denoiser': 2, 'fid': 2}}
+
+# %% ../nbs/18_benchmarks.ipynb #b8c1ad17
+def machine_info(device) -> dict:
+    "The machine a runbook ran on: GPU name, torch / CUDA / cuDNN versions, the bf16 peak MFU divides by, the code's git commit."
+    device = torch.device(device)
+    peak, peak_name = peak_flops(device)
+    try: commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10,
+                                 cwd=Path(sys.modules['ldm_course'].__file__).parent).stdout.strip() or None
+    except Exception: commit = None
+    return {'device': str(device), 'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
+            'torch': torch.__version__, 'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version() if device.type == 'cuda' else None,
+            'peak_bf16_flops': peak, 'peak': peak_name, 'cpu_threads': torch.get_num_threads(), 'commit': commit,
+            'date': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}
+
+def write_json(path, obj) -> Path:
+    "Write `obj` as JSON to `path` atomically (a temporary file, then a rename): a kill mid-write leaves the previous version."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'w') as f: json.dump(obj, f, indent=1, default=str); f.write('\n')
+    os.replace(tmp, path)
+    return path
+
+# %% ../nbs/18_benchmarks.ipynb #9a402c6e
+def sampling_mfu(rows: list[dict], model: nn.Module, cfg: UNetConfig, batch: int, device) -> list[dict]:
+    "Add FLOPs per image and MFU to `bench_sampling` rows: each step is one CFG forward of the doubled batch (counted once)."
+    device = torch.device(device)
+    x, t, cond = random_batch(cfg, 2 * batch, device, seed=1)
+    with torch.no_grad(): fwd = count_flops(lambda: as_model_fn(model.to(device).eval())(x, t, **cond))
+    peak = peak_flops(device)[0]
+    for r in rows:
+        per_img = fwd * r['steps'] / batch
+        r['GFLOP/img'] = per_img / 1e9
+        r['course MFU'] = None if peak is None else per_img * r['course img/s'] / peak
+        r['diffusers MFU'] = None if peak is None else per_img * r['diffusers img/s'] / peak
+    return rows
+
+def runbook_benchmark(plan: dict, device) -> dict:
+    "The course U-Net against diffusers' at the plan's size, in bf16: a training step (torch.compile when the plan says so, eager with the reason otherwise; MFU, ratio and its spread) and CFG sampling (MFU)."
+    device = torch.device(device)
+    cfg, ours, theirs = unet_pair(plan['bench_size'], verbose=False, **plan['bench_unet'])
+    rows = bench_train({'course': ours, 'diffusers': theirs}, cfg, plan['bench_batch'], device, plan['bench_repeats'],
+                       plan['bench_warmup'], torch.bfloat16, use_compile=plan['bench_compile'], optimizer=SHIPPED_ADAMW['course'])
+    if not plan['bench_compile']:
+        for r in rows: r['mode'] = 'eager (compile off in this plan)'
+    rows.append(ratio_row(rows))
+    scfg, sours, stheirs = unet_pair(plan['bench_size'], num_classes=10, verbose=False, **plan['bench_unet'])
+    srows = bench_sampling(sours, stheirs, scfg, plan['sample_batch'], device, plan['sample_steps'], plan['samplers'],
+                           repeats=plan['bench_repeats'], autocast_dtype=torch.bfloat16)
+    return {'unet': cfg.to_dict(), 'params_M': count_params(ours) / 1e6, 'batch': plan['bench_batch'], 'dtype': 'bfloat16',
+            'train': rows, 'sample_batch': plan['sample_batch'], 'sample': sampling_mfu(srows, sours, scfg, plan['sample_batch'], device)}
+
+# %% ../nbs/18_benchmarks.ipynb #92a4bd4f
+def fashion_tensors(split: str, limit: int | None = None) -> TensorDataset:
+    "A Fashion-MNIST split as one (images in [-1, 1] at 32×32, labels) TensorDataset: converted once, not per batch, so the loader keeps up with a GPU."
+    ds = IdxImages('fashion', split, 32, limit=limit)
+    return TensorDataset(to_model_range(ds.x, 32), ds.y)
+
+def train_timeboxed(model: nn.Module, loss_fn: Callable, data, tc: TrainConfig, seconds: float, device, eval_fn=None,
+                    probe: int = 20, skip: int = 3) -> tuple[nn.Module, dict]:
+    "Train `model` on `data` (a Dataset, or a ready DataLoader) with the course Trainer for at most about `seconds`; returns the EMA (else the model), frozen, and what happened."
+    dl = data if isinstance(data, DataLoader) else DataLoader(data, tc.batch_size, shuffle=True, drop_last=True,
+                                                                 generator=torch.Generator().manual_seed(tc.seed))
+    tr = Trainer(model, loss_fn, dl, tc, eval_fn=eval_fn, device=device, resume=False)
+    info = fit_timeboxed(tr, seconds, probe=probe, skip=skip)
+    if eval_fn is not None and tr.step < tr.total_steps: tr.evaluate()     # stopped at the deadline, before the final evaluation
+    losses = [r['value'] for r in tr.history if r['name'] == 'loss' and r['split'] == 'train']
+    info.update(final_loss=losses[-1] if losses else None, eval=tr.last_eval, batch_size=tc.batch_size,
+                compile=getattr(tc, 'compile', None), compiled=getattr(tr, 'train_model', tr.model) is not tr.model,
+                images_seen=tr.step * tc.batch_size * tc.grad_accum)
+    return tr.eval_model.eval().requires_grad_(False), info
+
+# %% ../nbs/18_benchmarks.ipynb #ebe707a1
+def _runbook_chain(plan, device, stage, box, need, S, dry_run):
+    "The chain's stages: classifier, VAE (perceptual loss on that classifier), latents of every training image, latent denoiser."
+    from ldm_course.classifier import Classifier, accuracy, classifier_loss
+    from ldm_course.vae import evaluate_vae, make_perceptual, vae_loss_fn
+    from ldm_course.latents import encode_dataset, latent_stats
+    from ldm_course.diffusion import diffusion_loss, latent_loader
+    from ldm_course.training import _build_seeded
+    def data():                                  # loaded by the first stage that runs, not when nothing can
+        if 'train' not in S: S['train'], S['test'] = fashion_tensors('train', plan['limit']), fashion_tensors('test', plan['test_limit'])
+        return S['train']
+    test_dl = lambda bs: DataLoader(S['test'], bs)
+    tb = {'probe': 10, 'skip': 2} if dry_run else {'probe': 50, 'skip': 10}
+    def timed(name, model, loss_fn, train_data, tc, eval_fn=None):
+        seconds = box(name)
+        if seconds < need[name]: raise _NoTime(f"its share of the budget is {max(seconds, 0):.0f} s, under the {need[name]} s it needs")
+        if getattr(tc, 'compile', False) and seconds < plan['compile_min_s']: tc = tc.replace(compile=False)   # would not pay back
+        S[name], info = train_timeboxed(model, loss_fn, data() if train_data is None else train_data, tc, seconds, device, eval_fn, **tb)
+        return {'params_M': count_params(model) / 1e6, **info}
+    cm, ct = plan['classifier']
+    stage('classifier', lambda: timed('classifier', _build_seeded(Classifier, cm, ct.seed), functools.partial(classifier_loss, flip=True),
+                                      None, ct, lambda m: {'test_acc': accuracy(m, test_dl(1000))}), need['classifier'])
+    vm, vt = plan['vae']
+    stage('vae', lambda: timed('vae', _build_seeded(AutoencoderKL, vm, vt.seed),
+                               vae_loss_fn(vt, _to(make_perceptual(vt.perceptual, S.get('classifier')), device)), None, vt,
+                               lambda m: evaluate_vae(m, test_dl(500), classifier=S.get('classifier'), max_batches=8)),
+          need['vae'], requires=('classifier',) if vt.perceptual == 'classifier' else ())
+    def latents():
+        S['latent_dir'] = tempfile.mkdtemp(prefix='ldm_runbook_')
+        path = encode_dataset(S['vae'], data(), Path(S['latent_dir'])/'latents_train.safetensors', plan['encode_batch'])
+        stats = latent_stats(path)
+        S['latents'], S['scale'] = path, stats['scale_factor']
+        return {'images': len(S['train']), **stats}
+    stage('latents', latents, need['latents'], requires=('vae',))
+    dm, dt = plan['denoiser']
+    sched = dt.scheduler()
+    stage('denoiser', lambda: timed('denoiser', _build_seeded(UNet, dm, dt.seed), lambda m, b: diffusion_loss(m, b[0], dt, sched),
+                                    latent_loader(S['latents'], S['scale'], dt), dt), need['denoiser'], requires=('latents',))
+
+class _NoTime(Exception):
+    "A stage found, once it could compute its share, that the share is too short to be worth starting."
+
+def _to(m, device): return m.to(device) if m is not None else None
+
+# %% ../nbs/18_benchmarks.ipynb #f6f1742c
+def _runbook_fid(plan, device, stage, left, need, S):
+    "FID of each sampler at the plan's evaluations over 3 sampling seeds, beside the reals floor over 3 disjoint real subsets (chapter 05's protocol), in the trained classifier's features."
+    from ldm_course.diffusion import generate
+    from ldm_course.metrics import Evaluator, FIDReport
+    from ldm_course.samplers import model_evals
+    n, dt = plan['fid_n'], plan['denoiser'][1]
+    def floor():
+        pool = S['train'].tensors[0]
+        if len(pool) < 3 * n: raise ValueError(f"the reals floor needs 3 disjoint subsets of n={n}: {3 * n} training images, have {len(pool)}")
+        ref = S['test'].tensors[0][:plan['fid_reference']]
+        S['ev'] = Evaluator(S['classifier'], reference=ref, real_pool=pool[:3 * n], device=device)
+        S['floors'] = S['ev'].reals_floor(n, 3)
+        return {'n': n, 'reference': len(ref), 'floors': S['floors']}
+    stage('fid_floor', floor, 1, requires=('classifier',))
+    for sampler in plan['samplers']:
+        steps = plan['nfe']
+        def run(sampler=sampler, steps=steps):
+            fids, seeds = [], []
+            for s in plan['fid_seeds']:
+                if len(fids) >= 2 and left() < need['fid'] / len(plan['fid_seeds']): break      # keep to the budget: 2 seeds still give a spread
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
+                    imgs = generate(S['denoiser'], dt, n, sampler, steps, generator=torch.Generator().manual_seed(s), vae=S['vae'],
+                                    scale=S['scale'], batch_size=plan['fid_batch'])
+                fids.append(S['ev'].fid(imgs.float())); seeds.append(s)
+            rep = FIDReport(n, seeds, fids, S['floors'])
+            return {'sampler': sampler, 'steps': steps, 'nfe': model_evals(sampler, steps), 'n': n, 'seeds': seeds, 'fids': fids,
+                    'fid': rep.fid, 'fid_std': rep.fid_std, 'floor': rep.floor, 'floor_std': rep.floor_std, 'fid_ratio': rep.ratio}
+        stage(f'fid_{sampler}', run, need.get(f'fid_{sampler}', need['fid']), requires=('denoiser', 'fid_floor'))
+
+# %% ../nbs/18_benchmarks.ipynb #a791e396
+CHAIN = ('classifier', 'vae', 'latents', 'denoiser')
+
+def runbook_goal(res: dict, chain_limit_s: float = 600, ratio_limit: float = 1.5, nfe_limit: int = 25) -> dict:
+    "The goal the runbook measures: the whole chain trained within `chain_limit_s`, to an FID ratio <= `ratio_limit` at <= `nfe_limit` model evaluations."
+    st = res['stages']
+    done = all(st.get(k, {}).get('status') == 'done' for k in CHAIN)
+    chain_s = sum(st[k]['seconds'] for k in CHAIN if st.get(k, {}).get('status') == 'done')
+    fids = {k[4:]: v for k, v in st.items() if 'fid_ratio' in v and v['nfe'] <= nfe_limit}
+    best = min(fids, key=lambda k: fids[k]['fid_ratio'], default=None)
+    ratio = fids[best]['fid_ratio'] if best else None
+    return {'chain_complete': done, 'chain_train_s': chain_s, 'chain_limit_s': chain_limit_s, 'best_sampler': best,
+            'fid_ratio': ratio, 'fid_ratio_limit': ratio_limit, 'nfe_limit': nfe_limit,
+            'goal_met': bool(done and chain_s <= chain_limit_s and ratio is not None and ratio <= ratio_limit)}
+
+def _jsonable_plan(plan: dict) -> dict:
+    return {k: ({'model': v[0].to_dict(), 'train': v[1].to_dict()} if isinstance(v, tuple) and v and isinstance(v[0], Config) else v)
+            for k, v in plan.items()}
+
+# %% ../nbs/18_benchmarks.ipynb #228832bd
+def gpu_runbook(out_json, budget_s: float = 540, device=None, dry_run: bool = False) -> dict:
+    """Benchmark against diffusers, then the time-boxed full-size Fashion-MNIST chain (classifier, VAE, latents, latent
+    denoiser) and its FID ratio, within `budget_s` seconds; the results are rewritten to `out_json` after every stage.
+    A stage that cannot fit in the time left is skipped (recorded). `dry_run`: the same stages at tiny sizes on the CPU."""
+    t0 = time.monotonic()
+    left = lambda: budget_s - (time.monotonic() - t0)
+    device = torch.device(device) if device is not None else torch.device('cpu') if dry_run else default_device()
+    if device.type == 'cuda': torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True
+    plan, st, S = runbook_plan(dry_run), {}, {}
+    res = {'runbook': 'ldm_course.bench.gpu_runbook', 'dry_run': dry_run, 'budget_s': budget_s, 'machine': machine_info(device),
+           'plan': _jsonable_plan(plan), 'stages': st}
+    def save(finished=False):
+        res.update(elapsed_s=time.monotonic() - t0, finished=finished, goal=runbook_goal(res)); write_json(out_json, res)
+    def stage(name, fn, need, requires=()):
+        missing = [r for r in requires if st.get(r, {}).get('status') != 'done']
+        if missing: st[name] = {'status': 'skipped', 'reason': f"needs the {', '.join(missing)} stage(s), which did not run"}
+        elif left() < need: st[name] = {'status': 'skipped', 'reason': f"needs about {need:.0f} s, {max(left(), 0):.0f} s of the budget left"}
+        else:
+            ts = time.monotonic()
+            try: st[name] = {'status': 'done', **fn()}
+            except _NoTime as e: st[name] = {'status': 'skipped', 'reason': str(e)}
+            except Exception as e: st[name] = {'status': 'failed', 'error': f"{type(e).__name__}: {e}"[:2000]}
+            st[name]['seconds'] = time.monotonic() - ts
+        save()
+    need, fid_reserve = plan['need_s'], plan['need_s']['fid'] * len(plan['samplers'])
+    def box(name):        # this stage's share of what is left for training, once the latents' and the FIDs' minimum is kept back
+        pending = [k for k in plan['shares'] if k not in st]
+        later = fid_reserve + (need['latents'] if 'latents' not in st else 0)
+        return (left() - later) * plan['shares'][name] / sum(plan['shares'][k] for k in pending)
+    save()
+    torch.manual_seed(0)
+    try:
+        stage('benchmark', lambda: runbook_benchmark(plan, device), need['benchmark'] + fid_reserve)
+        _runbook_chain(plan, device, stage, box, need, S, dry_run)
+        _runbook_fid(plan, device, stage, left, need, S)
+    finally:
+        if 'latent_dir' in S: shutil.rmtree(S['latent_dir'], ignore_errors=True)
+    save(finished=True)
+    return res
+
+# %% ../nbs/18_benchmarks.ipynb #b70cc659
+def runbook_path(device=None, root='gpu_results') -> Path:
+    "Where a GPU run's results go: gpu_results/<gpu-name>-<UTC date and time>.json (for example gpu_results/nvidia-h100-80gb-hbm3-20260101-1200.json)."
+    device = torch.device(device) if device is not None else default_device()
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
+    slug = re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')
+    return Path(root)/f"{slug}-{time.strftime('%Y%m%d-%H%M', time.gmtime())}.json"
+
+def runbook_main(argv=None) -> None:
+    "Command line of `./course.sh gpu`: run `gpu_runbook` and print where its JSON went and whether the goal was met."
+    p = argparse.ArgumentParser(prog='ldm-gpu-runbook', description=gpu_runbook.__doc__.split('\n')[0])
+    p.add_argument('--out', default=None, help="JSON file (default: gpu_results/<gpu>-<date>.json; a temporary file for --dry-run)")
+    p.add_argument('--budget', type=float, default=540, help="seconds for everything (default 540: 9 minutes)")
+    p.add_argument('--device', default=None, help="cuda, cuda:1, ... (default: the course's default device; cpu for --dry-run)")
+    p.add_argument('--dry-run', action='store_true', help="the same stages at tiny sizes on the CPU (checks the code, measures nothing)")
+    a = p.parse_args(argv)
+    out = a.out or (Path(tempfile.mkdtemp(prefix='ldm_gpu_dry_run_'))/'runbook.json' if a.dry_run else runbook_path(a.device))
+    res = gpu_runbook(out, a.budget, a.device, a.dry_run)
+    for k, v in res['stages'].items():
+        print(f"{k:16s} {v['status']:8s} {v.get('seconds', 0):7.1f} s  {v.get('reason', v.get('error', ''))}")
+    g = res['goal']
+    ratio = '-' if g['fid_ratio'] is None else f"{g['fid_ratio']:.2f}"
+    print(f"elapsed {res['elapsed_s']:.0f} s of {a.budget:.0f}; chain trained in {g['chain_train_s']:.0f} s; "
+          f"FID ratio {ratio} (goal <= {g['fid_ratio_limit']} at <= {g['nfe_limit']} evaluations); goal met: {g['goal_met']}")
+    print(f"results written to {out}")
