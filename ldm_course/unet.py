@@ -14,7 +14,7 @@ from .core import Config, pick
 # %% auto #0
 __all__ = ['TIME_EMBEDDINGS', 'UNET_QUICK', 'UNET_FULL', 'timestep_embedding', 'TimestepEmbedding', 'norm_layer', 'zero_module',
            'ResBlock', 'naive_attention', 'SelfAttention2d', 'Downsample', 'Upsample', 'EmbedSequential', 'UNetConfig',
-           'UNet', 'count_params', 'unet_config']
+           'UNet', 'check_unet_inputs', 'count_params', 'unet_config']
 
 # %% ../nbs/08_unet.ipynb #ce586001
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0, flip_sin_to_cos: bool = True,
@@ -231,37 +231,8 @@ class UNet(nn.Module):
     def uses_context(self) -> bool:
         return any(getattr(m, 'uses_context', False) for m in self.modules() if m is not self)
 
-    def _check(self, x, t, class_labels, context, context_mask):
-        cfg, f = self.config, 2 ** (self.config.levels - 1)
-        if x.ndim != 4: raise ValueError(f"UNet: expected x of shape (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
-        B, C, H, W = x.shape
-        if C != cfg.in_channels: raise ValueError(f"UNet: expected x with in_channels={cfg.in_channels} channels, got {C} (shape {tuple(x.shape)})")
-        if H % f or W % f:
-            raise ValueError(f"UNet: spatial size {H}x{W} is not divisible by 2**(levels-1)={f} ({cfg.levels} levels)")
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0: t = t.expand(B)
-        if t.ndim != 1 or len(t) != B: raise ValueError(f"UNet: expected t as a scalar or of shape ({B},) to match x, got {tuple(t.shape)}")
-        if class_labels is not None:
-            if self.class_embed is None:
-                raise ValueError("UNet: class_labels given to an unconditional model (config num_classes=None)")
-            class_labels = torch.as_tensor(class_labels, device=x.device)
-            if class_labels.ndim == 0: class_labels = class_labels.expand(B)
-            if class_labels.shape != (B,): raise ValueError(f"UNet: expected class_labels of shape ({B},), got {tuple(class_labels.shape)}")
-            if class_labels.is_floating_point() or class_labels.min() < 0 or class_labels.max() > cfg.num_classes:
-                raise ValueError(f"UNet: expected integer class_labels in [0, {cfg.num_classes}] ({cfg.num_classes} = null class), got {class_labels.tolist()}")
-        elif self.class_embed is not None:
-            class_labels = torch.full((B,), cfg.num_classes, device=x.device, dtype=torch.long)   # null class
-        if context is not None:
-            if not self.uses_context:
-                raise ValueError("UNet: context given but this model has no cross-attention blocks (context_dim=None)")
-            if context.shape[0] != B: raise ValueError(f"UNet: context batch size {context.shape[0]} does not match x's {B}")
-            if context_mask is not None and context_mask.shape[:2] != context.shape[:2]:
-                raise ValueError(f"UNet: context_mask shape {tuple(context_mask.shape)} does not match context's {tuple(context.shape[:2])}")
-        elif context_mask is not None: raise ValueError("UNet: context_mask given without context")
-        return t, class_labels
-
     def forward(self, x, t, class_labels=None, context=None, context_mask=None):
-        t, class_labels = self._check(x, t, class_labels, context, context_mask)
+        t, class_labels = check_unet_inputs(self, x, t, class_labels, context, context_mask)
         emb = self.time_embed(t)
         if self.class_embed is not None: emb = emb + self.class_embed(class_labels)
         ck = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
@@ -273,6 +244,37 @@ class UNet(nn.Module):
         for stage in self.up:
             h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask, ck)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+# %% ../nbs/08_unet.ipynb #0ddc095c
+def check_unet_inputs(model: nn.Module, x, t, class_labels=None, context=None, context_mask=None):
+    "Validate a U-Net call; returns (t, class_labels) as (B,) tensors (the null class filled in for a class-conditional model called without labels)."
+    cfg, f = model.config, 2 ** (model.config.levels - 1)
+    if x.ndim != 4: raise ValueError(f"UNet: expected x of shape (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
+    B, C, H, W = x.shape
+    if C != cfg.in_channels: raise ValueError(f"UNet: expected x with in_channels={cfg.in_channels} channels, got {C} (shape {tuple(x.shape)})")
+    if H % f or W % f:
+        raise ValueError(f"UNet: spatial size {H}x{W} is not divisible by 2**(levels-1)={f} ({cfg.levels} levels)")
+    t = torch.as_tensor(t, device=x.device)
+    if t.ndim == 0: t = t.expand(B)
+    if t.ndim != 1 or len(t) != B: raise ValueError(f"UNet: expected t as a scalar or of shape ({B},) to match x, got {tuple(t.shape)}")
+    if class_labels is not None:
+        if model.class_embed is None:
+            raise ValueError("UNet: class_labels given to an unconditional model (config num_classes=None)")
+        class_labels = torch.as_tensor(class_labels, device=x.device)
+        if class_labels.ndim == 0: class_labels = class_labels.expand(B)
+        if class_labels.shape != (B,): raise ValueError(f"UNet: expected class_labels of shape ({B},), got {tuple(class_labels.shape)}")
+        if class_labels.is_floating_point() or class_labels.min() < 0 or class_labels.max() > cfg.num_classes:
+            raise ValueError(f"UNet: expected integer class_labels in [0, {cfg.num_classes}] ({cfg.num_classes} = null class), got {class_labels.tolist()}")
+    elif model.class_embed is not None:
+        class_labels = torch.full((B,), cfg.num_classes, device=x.device, dtype=torch.long)   # null class
+    if context is not None:
+        if not model.uses_context:
+            raise ValueError("UNet: context given but this model has no cross-attention blocks (context_dim=None)")
+        if context.shape[0] != B: raise ValueError(f"UNet: context batch size {context.shape[0]} does not match x's {B}")
+        if context_mask is not None and context_mask.shape[:2] != context.shape[:2]:
+            raise ValueError(f"UNet: context_mask shape {tuple(context_mask.shape)} does not match context's {tuple(context.shape[:2])}")
+    elif context_mask is not None: raise ValueError("UNet: context_mask given without context")
+    return t, class_labels
 
 # %% ../nbs/08_unet.ipynb #ce5f6f55
 def count_params(model: nn.Module) -> int:
