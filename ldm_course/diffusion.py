@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 # %% auto #0
 __all__ = ['min_snr_weight', 'DiffusionConfig', 'diffusion_loss', 'generate', 'DenoiserTrainConfig', 'latent_data',
-           'latent_loader', 'train_denoiser', 'denoiser_configs', 'pretrained_denoiser', 'loss_by_t']
+           'latent_loader', 'train_denoiser', 'denoiser_configs', 'pretrained_denoiser', 'SampleDuringTraining',
+           'loss_by_t']
 
 # %% ../nbs/10_diffusion.ipynb #6f037390
 def min_snr_weight(snr: torch.Tensor, gamma: float | None, prediction_type: str) -> torch.Tensor:
@@ -151,6 +152,34 @@ def pretrained_denoiser(model_config: UNetConfig | None = None, train_config: De
     tc = tc.replace(vae_fingerprint=vae_fingerprint(vae))
     return load_or_train('denoiser', model_config or mc, UNet, functools.partial(train_denoiser, vae=vae), tc, ema=ema,
                          verbose=verbose).requires_grad_(False)
+
+# %% ../nbs/10_diffusion.ipynb #98372fa7
+class SampleDuringTraining:
+    "Trainer callback: every `every` steps, `n` images decoded from the same noise (own generator; `steps` DDIM steps) with the EMA weights (`ema=True`) or the raw ones."
+    def __init__(self, every: int, dc: DiffusionConfig, vae: nn.Module, scale: float, n: int = 8, steps: int = 10,
+                 seed: int = 0, sampler: str = 'ddim', ema: bool = True, class_labels: torch.Tensor | None = None):
+        for k, v in (('every', every), ('n', n), ('steps', steps)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"SampleDuringTraining: {k}={v!r}, expected an int >= 1")
+        get_sampler(sampler)                                          # an unknown name fails now, not at step `every`
+        self.every, self.dc, self.vae, self.scale, self.n, self.steps = every, dc, vae, scale, n, steps
+        self.seed, self.sampler, self.ema, self.class_labels = seed, sampler, ema, class_labels
+        self.steps_seen, self.images = [], []
+
+    def __call__(self, trainer):
+        if trainer.step % self.every or not trainer.is_main: return
+        model = trainer.ema if self.ema and trainer.ema is not None else trainer.model
+        modes = [(m, m.training) for m in (trainer.model, model, self.vae)]
+        try: x = generate(model, self.dc, self.n, self.sampler, self.steps, torch.Generator().manual_seed(self.seed),
+                          vae=self.vae, scale=self.scale, class_labels=self.class_labels)
+        finally:
+            for m, was in modes: m.train(was)
+        self.steps_seen.append(trainer.step); self.images.append(x)
+
+    def grid(self) -> torch.Tensor:
+        "All samples so far, (rows × n, C, H, W): row r was drawn after step `steps_seen[r]`."
+        if not self.images: raise ValueError("SampleDuringTraining.grid: no samples yet; expected a run of at least `every` steps")
+        return torch.cat(self.images)
+
 
 # %% ../nbs/10_diffusion.ipynb #9e0e0412
 @torch.no_grad()
