@@ -61,6 +61,8 @@ def check_train_ranges(cfg: 'TrainConfig'):
     for k, (ok, want) in TRAIN_RANGES.items():
         v = getattr(cfg, k)
         if not ok(v): raise ValueError(f"{name}.{k}={v!r}: expected {want}")
+    if not cfg.bf16 and cfg.precision not in ('auto', 'fp32'):       # the older switch and the newer one must agree
+        raise ValueError(f"{name}.bf16=False (no autocast) but precision={cfg.precision!r}: expected precision 'auto' or 'fp32' with bf16=False, or bf16=True")
     unknown = sorted(set(cfg.cosmetic) - {f.name for f in dataclasses.fields(cfg)})
     if unknown: raise ValueError(f"{name}.cosmetic names {unknown}: expected names of {name}'s own fields")
 
@@ -102,17 +104,9 @@ class TrainConfig(Config):
     def __post_init__(self):
         super().__post_init__()
         check_train_ranges(self)
-        if not self.bf16 and self.precision not in ('auto', 'fp32'):
-            raise ValueError(f"{type(self).__name__}.bf16=False (no autocast) but precision={self.precision!r}: expected "
-                             f"precision 'auto' or 'fp32' with bf16=False, or bf16=True")
         ds = idx_dataset_of(self)
         if ds is not None and ds not in IDX_DATASETS:
             raise ValueError(f"{type(self).__name__}.dataset={ds!r}: expected one of {list(IDX_DATASETS)} (the built-in datasets of chapter 01)")
-
-    @property
-    def effective_precision(self) -> str:
-        "`precision`, or 'fp32' where the older switch `bf16=False` turned autocast off."
-        return 'fp32' if not self.bf16 and self.precision == 'auto' else self.precision
 
     def to_dict(self) -> dict:
         d, own = super().to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
@@ -178,6 +172,11 @@ def resolve_precision(device, precision: str = 'auto', capability: tuple[int, in
                              f"or 'auto' there (bf16 tensor cores start at 8.0)")
     elif precision == 'auto': return None, False              # the CPU and other devices: fp32
     return (torch.bfloat16, False) if precision == 'bf16' else (torch.float16, True)
+
+@patch(as_prop=True)
+def effective_precision(self: TrainConfig) -> str:
+    "What the Trainer hands `resolve_precision`: `precision`, or 'fp32' where the older switch `bf16=False` turned autocast off."
+    return 'fp32' if not self.bf16 and self.precision == 'auto' else self.precision
 
 # %% ../nbs/03_training.ipynb #82140ba6
 def compile_failed_message(e: BaseException) -> str:
