@@ -12,7 +12,7 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['GUIDANCE_METHODS', 'ClassifierGuidance', 'NoisyClassifierConfig', 'NoisyClassifier', 'noisy_classifier_loss',
            'train_noisy_classifier', 'noisy_classifier_configs', 'pretrained_noisy_classifier', 'as_log_probs',
-           'guided_denoiser', 'sample_guided', 'compare_guidance']
+           'guidance_hooks', 'guided_denoiser', 'sample_guided', 'compare_guidance']
 
 # %% ../nbs/13_guidance_classifier.ipynb #b7bf812a
 def _check_scale(scale, what: str = 'guidance scale') -> float:
@@ -53,9 +53,9 @@ class ClassifierGuidance:
 from .core import Config, pick
 from .unet import Downsample, EmbedSequential, ResBlock, TimestepEmbedding, norm_layer
 from .scheduler import NoiseScheduler, noisify
-from .samplers import as_denoiser, get_sampler, get_sigmas, prior_sample, sigma_to_t, train_sigmas
+from .samplers import as_denoiser, sigma_to_t, train_sigmas
 from .training import Trainer, load_or_train
-from .diffusion import DenoiserTrainConfig, DiffusionConfig, latent_data, latent_loader
+from .diffusion import DenoiserTrainConfig, DiffusionConfig, generate, latent_data, latent_loader
 from .guidance import CFG, class_denoiser_configs
 
 # %% ../nbs/13_guidance_classifier.ipynb #d555bfc5
@@ -153,27 +153,27 @@ def as_log_probs(classifier: nn.Module, scheduler: NoiseScheduler):
         return F.log_softmax(classifier(x * c_in, t).float(), dim=1)
     return log_probs
 
-def guided_denoiser(unet: nn.Module, dc: DiffusionConfig, labels: torch.Tensor, method: str, scale: float, log_probs=None):
-    "D(x, σ) of a class-conditional `unet` steered towards `labels`: 'cfg' (chapter 13's CFG) or 'classifier' (the null-class branch + ClassifierGuidance with `log_probs`)."
-    if method not in GUIDANCE_METHODS: raise ValueError(f"guided_denoiser: method={method!r}, expected one of {GUIDANCE_METHODS}")
-    sched, cond = dc.scheduler(), {'class_labels': labels}
-    if method == 'cfg': return as_denoiser(CFG(scale)(unet, cond), sched, dc.prediction_type)
-    if log_probs is None: raise ValueError("guided_denoiser: classifier guidance needs log_probs=as_log_probs(classifier, scheduler)")
-    return ClassifierGuidance(as_denoiser(CFG(0.0)(unet, cond), sched, dc.prediction_type), log_probs, labels, scale)
+def guidance_hooks(method: str, scale: float, log_probs=None) -> dict:
+    "`generate`'s hooks (chapter 10) for a method: 'cfg' → guide=CFG(scale); 'classifier' → guide=CFG(0), the null-class branch, and wrap=ClassifierGuidance with `log_probs`."
+    if method not in GUIDANCE_METHODS: raise ValueError(f"guidance method={method!r}, expected one of {GUIDANCE_METHODS}")
+    if method == 'cfg': return dict(guide=CFG(scale))
+    if log_probs is None: raise ValueError("classifier guidance needs log_probs=as_log_probs(classifier, scheduler)")
+    scale = _check_scale(scale)
+    return dict(guide=CFG(0.0), wrap=lambda denoiser, cond: ClassifierGuidance(denoiser, log_probs, cond['class_labels'], scale))
 
-@torch.no_grad()
-def sample_guided(make_denoiser, unet: nn.Module, dc: DiffusionConfig, labels: torch.Tensor, sampler: str = 'dpmpp_2m', steps: int = 20,
-                  seed: int = 0, vae: nn.Module | None = None, scale_factor: float = 1.0, batch_size: int = 500) -> torch.Tensor:
-    "Samples for `labels` from the denoiser `make_denoiser(labels_batch)` builds, the starting noise drawn batch by batch from `seed` as `generate` (chapter 10) draws it; decoded to images by `vae`."
-    cfg, dev = unet.config, next(unet.parameters()).device
-    sigmas, g, outs = get_sigmas(dc.scheduler(), steps), torch.Generator().manual_seed(seed), []
-    unet.eval()
-    for i in range(0, len(labels), batch_size):
-        y = labels[i:i + batch_size].to(dev)
-        x = torch.randn(len(y), cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g)
-        z = get_sampler(sampler)(make_denoiser(y), prior_sample(x.to(dev), sigmas), sigmas, generator=g)
-        outs.append(vae.decode(z / scale_factor).clamp(-1, 1) if vae is not None else z)
-    return torch.cat(outs).cpu()
+def guided_denoiser(unet: nn.Module, dc: DiffusionConfig, labels: torch.Tensor, method: str, scale: float, log_probs=None):
+    "D(x, σ) of a class-conditional `unet` steered towards one batch of `labels`, built from the same hooks `generate` samples with."
+    h, cond = guidance_hooks(method, scale, log_probs), {'class_labels': labels}
+    d = as_denoiser(h['guide'](unet, cond), dc.scheduler(), dc.prediction_type)
+    return h['wrap'](d, cond) if 'wrap' in h else d
+
+def sample_guided(unet: nn.Module, dc: DiffusionConfig, labels: torch.Tensor, method: str, scale: float, log_probs=None,
+                  sampler: str = 'dpmpp_2m', steps: int = 20, seed: int = 0, vae: nn.Module | None = None, scale_factor: float = 1.0,
+                  batch_size: int = 500) -> torch.Tensor:
+    "Samples for `labels` steered by `method` at `scale`: chapter 10's `generate` with this method's hooks, the noise drawn from `seed`; decoded to images by `vae`."
+    return generate(unet, dc, len(labels), sampler, steps, generator=torch.Generator().manual_seed(seed), vae=vae, scale=scale_factor,
+                    class_labels=labels, batch_size=batch_size, **guidance_hooks(method, scale, log_probs))
+
 
 # %% ../nbs/13_guidance_classifier.ipynb #5cd3a0e7
 def compare_guidance(unet: nn.Module, log_probs, dc: DiffusionConfig, scales: dict, n: int, evaluator, vae: nn.Module,
@@ -190,8 +190,7 @@ def compare_guidance(unet: nn.Module, log_probs, dc: DiffusionConfig, scales: di
     for method, ss in scales.items():
         for s in ss:
             for seed in seeds:
-                imgs = sample_guided(lambda y: guided_denoiser(unet, dc, y, method, s, log_probs), unet, dc, labels, sampler, steps,
-                                     seed, vae, scale_factor)
+                imgs = sample_guided(unet, dc, labels, method, s, log_probs, sampler, steps, seed, vae, scale_factor)
                 r = evaluator.evaluate(imgs, labels)
                 rows.append(dict(method=method, scale=float(s), seed=seed, fid=r['fid'], fid_reals=r['fid_reals'], kid=r['kid'],
                                  accuracy=r['accuracy']))

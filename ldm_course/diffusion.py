@@ -69,13 +69,14 @@ def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp
              generator: torch.Generator | None = None, vae: nn.Module | None = None, scale: float = 1.0,
              class_labels: torch.Tensor | None = None, callback=None, batch_size: int = 500,
              cond: dict | None = None, guide=None, x_T: torch.Tensor | None = None, schedule: str = 'trailing',
-             **sampler_kw) -> torch.Tensor:
+             wrap=None, **sampler_kw) -> torch.Tensor:
     """Sample n latents with a named sampler on a named σ `schedule` (chapter 09); decoded to images in [-1, 1] when a `vae` is given.
 
     Conditions are per-sample tensors: `class_labels` (n,) and/or `cond` (a dict of model keyword arguments, each with
     n rows, e.g. `context`, `context_mask`); they are sliced per batch like the noise. `guide(unet, cond_batch)`
     returns the `model_fn(x, t)` the sampler calls (default: the plain conditional model; chapter 13 passes
-    classifier-free guidance); `as_denoiser` turns it into the sampler's D(x, σ). `x_T`: the starting standard normal
+    classifier-free guidance); `as_denoiser` turns it into the sampler's D(x, σ), and `wrap(denoiser, cond_batch)`, when
+    given, returns the denoiser to sample with instead (classifier guidance and autoguidance, chapter 13). `x_T`: the starting standard normal
     noise (n, C, h, w) — drawn from `generator` at the U-Net's sample size when None; given, it fixes the latent size
     (a convolutional U-Net samples other sizes too). `sampler_kw`: the sampler's options (e.g. `eta` for DDIM)."""
     if n < 1: raise ValueError(f"n={n}: expected at least one sample")
@@ -94,7 +95,9 @@ def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
         x = x_T[i:i + b] if x_T is not None else torch.randn(b, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=generator)
-        denoiser = as_denoiser(guide(unet, {k: v[i:i + b].to(dev) for k, v in cond.items()}), sched, dc.prediction_type)
+        c = {k: v[i:i + b].to(dev) for k, v in cond.items()}
+        denoiser = as_denoiser(guide(unet, c), sched, dc.prediction_type)
+        if wrap is not None: denoiser = wrap(denoiser, c)
         z = sample_fn(denoiser, prior_sample(x.to(dev), sigmas), sigmas, generator=generator,
                       callback=callback if i == 0 else None, **sampler_kw)
         outs.append(vae.decode(z / scale).clamp(-1, 1) if vae is not None else z)
