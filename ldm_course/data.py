@@ -19,8 +19,8 @@ import torchvision.transforms.v2 as T
 __all__ = ['FASHION_CLASSES', 'DEBIAN_FASHION_DIR', 'CACHE_DIR', 'IDX_DATASETS', 'MNIST_CLASSES', 'IMAGE_EXTS', 'read_idx',
            'write_idx', 'IdxSource', 'idx_source', 'idx_dir', 'fashion_mnist_dir', 'load_idx', 'load_fashion_mnist',
            'idx_split_size', 'to_model_range', 'to_image_range', 'IdxImages', 'FashionMNIST', 'training_on',
-           'active_dataset', 'image_dataloaders', 'fashion_dataloaders', 'idx_run_name', 'show_images', 'mnist_dir',
-           'load_mnist', 'MNIST', 'make_toy_mnist', 'read_captions', 'load_rgb', 'CaptionedImageFolder']
+           'active_dataset', 'image_dataloaders', 'fashion_dataloaders', 'idx_run_name', 'show_images', 'label_grid',
+           'mnist_dir', 'load_mnist', 'MNIST', 'make_toy_mnist', 'read_captions', 'load_rgb', 'CaptionedImageFolder']
 
 # %% ../nbs/01_data.ipynb #1ff34945
 FASHION_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
@@ -255,6 +255,16 @@ def show_images(x, nrow: int | None = None, titles=None, title: str | None = Non
     ax.imshow(grid.permute(1, 2, 0).numpy(), cmap=cmap, vmin=0, vmax=1, interpolation='nearest'); ax.axis('off')
     if title: ax.set_title(title)
     return ax.figure
+
+# %% ../nbs/01_data.ipynb #25b6377e
+def label_grid(fig, cols=(), rows=(), size: int = 32, pad: int = 2, fontsize: int = 7):
+    "Write `cols` above the columns and `rows` left of the rows of a `show_images` grid of `size`-pixel images; the title moves up to make room."
+    ax = fig.axes[0]
+    for j, name in enumerate(cols):
+        ax.text(pad + j * (size + pad) + size / 2, -2, name, ha='left', va='bottom', fontsize=fontsize, rotation=35, rotation_mode='anchor')
+    for i, name in enumerate(rows): ax.text(-4, pad + i * (size + pad) + size / 2, name, ha='right', va='center', fontsize=fontsize + 1)
+    if cols: ax.set_title(ax.get_title(), pad=4 + 0.35 * fontsize * max(map(len, cols)))   # the slanted labels' height, in points
+    return fig
 
 # %% ../nbs/01_data.ipynb #2fd618db
 MNIST_CLASSES = tuple(str(d) for d in range(10))      # the digits '0' ... '9'

@@ -9,7 +9,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['cfg_combine', 'CFG', 'drop_conditions', 'GuidedTrainConfig', 'train_class_denoiser', 'class_denoiser_configs',
-           'pretrained_class_denoiser', 'label_grid', 'guidance_sweep']
+           'pretrained_class_denoiser', 'guidance_sweep']
 
 # %% ../nbs/13_guidance.ipynb #dc9f844b
 def cfg_combine(uncond: torch.Tensor, cond: torch.Tensor, scale: float, rescale: float = 0.0) -> torch.Tensor:
@@ -79,6 +79,7 @@ def drop_conditions(cond: dict, null: dict, p: float = 0.1, generator: torch.Gen
 # %% ../nbs/13_guidance.ipynb #e35f755b
 import dataclasses
 from .core import pick
+from .data import label_grid  # noqa: F401 -- chapter 01's, used by this chapter's cells and the guidance chapters after it
 from .training import Trainer, load_or_train
 from .unet import UNet, UNetConfig
 from .diffusion import DenoiserTrainConfig, DiffusionConfig, diffusion_loss, generate, latent_data, latent_loader, denoiser_configs
@@ -127,16 +128,6 @@ def pretrained_class_denoiser(model_config: UNetConfig | None = None, train_conf
     tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))
     return load_or_train('class_denoiser', model_config or mc, UNet, functools.partial(train_class_denoiser, vae=vae), tc,
                          ema=ema, verbose=verbose).requires_grad_(False)
-
-# %% ../nbs/13_guidance.ipynb #077eb56c
-def label_grid(fig, cols=(), rows=(), size: int = 32, pad: int = 2, fontsize: int = 7):
-    "Write `cols` above the columns and `rows` left of the rows of a `show_images` grid of `size`-pixel images; the title moves up to make room."
-    ax = fig.axes[0]
-    for j, name in enumerate(cols):
-        ax.text(pad + j * (size + pad) + size / 2, -2, name, ha='left', va='bottom', fontsize=fontsize, rotation=35, rotation_mode='anchor')
-    for i, name in enumerate(rows): ax.text(-4, pad + i * (size + pad) + size / 2, name, ha='right', va='center', fontsize=fontsize + 1)
-    if cols: ax.set_title(ax.get_title(), pad=4 + 0.35 * fontsize * max(map(len, cols)))   # the slanted labels' height, in points
-    return fig
 
 # %% ../nbs/13_guidance.ipynb #f68b5be0
 def guidance_sweep(unet: nn.Module, dc: DiffusionConfig, scales, n: int, evaluator, vae: nn.Module, scale_factor: float,
