@@ -142,7 +142,7 @@ def judge(classifier: Classifier, images: torch.Tensor, lab: EmojiLabels) -> dic
     pred = torch.cat([classifier(b.to(dev)).argmax(1).cpu() for b in images.float().split(256)])
     return {'subgroup': float((pred == lab.subgroup).float().mean()), 'group': float((lab.group_of[pred] == lab.group).float().mean())}
 
-# %% ../nbs/15_text_to_image_emoji.ipynb #8cdae224
+# %% ../nbs/15_text_to_image_emoji.ipynb #adac306f
 @torch.no_grad()
 def emoji_sweep(unet, vae, encoder, lab: EmojiLabels, classifier: Classifier, evaluator: Evaluator, scales, seeds,
                 scale: float, steps: int = 20, sampler: str = 'dpmpp_2m') -> tuple[list[dict], dict]:
