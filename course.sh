@@ -109,16 +109,16 @@ gpu() {
   # The GPU runbook (ldm_course.bench.gpu_runbook): benchmark against diffusers, then the time-boxed full-size
   # Fashion-MNIST chain and its FID ratio, all within LDM_GPU_BUDGET seconds (default 540) counted from this command's
   # start; the JSON is rewritten after every stage. LDM_GPU_DRY_RUN=1: the same stages at tiny sizes on the CPU.
-  local t0=$SECONDS dry=${LDM_GPU_DRY_RUN:-0}
+  local until=$(( $(date +%s) + ${LDM_GPU_BUDGET:-540} )) dry=${LDM_GPU_DRY_RUN:-0}
   local refuse="error: ./course.sh gpu needs a CUDA GPU and torch found none (nvidia-smi shows what the driver sees); LDM_GPU_DRY_RUN=1 ./course.sh gpu runs a tiny CPU dry run instead"
-  if [ "$dry" != 1 ] && [ -x "$VENV/bin/python" ] && ! has_cuda; then echo "$refuse" >&2; exit 1; fi   # before a long setup
+  local had_venv=0; [ -x "$VENV/bin/python" ] && had_venv=1
+  if [ "$dry" != 1 ] && [ $had_venv = 1 ] && ! has_cuda; then echo "$refuse" >&2; exit 1; fi   # before a long setup
   setup
-  if [ "$dry" != 1 ] && ! has_cuda; then echo "$refuse" >&2; exit 1; fi
-  local budget=$(( ${LDM_GPU_BUDGET:-540} - (SECONDS - t0) - 5 ))    # setup and the interpreter's start count too
-  local args=(--budget "$budget")
+  if [ "$dry" != 1 ] && [ $had_venv = 0 ] && ! has_cuda; then echo "$refuse" >&2; exit 1; fi
+  local args=(--until "$until")      # the setup and the interpreter's start count against the budget too
   [ "$dry" = 1 ] && args+=(--dry-run)
   [ -n "${LDM_GPU_OUT:-}" ] && args+=(--out "$LDM_GPU_OUT")
-  log "GPU runbook: budget $budget s$([ "$dry" = 1 ] && echo ' (CPU dry run, tiny sizes)')"
+  log "GPU runbook: $(( until - $(date +%s) )) s of the budget left$([ "$dry" = 1 ] && echo ' (CPU dry run, tiny sizes)')"
   "$VENV/bin/python" -c 'import sys; from ldm_course.bench import runbook_main; runbook_main(sys.argv[1:])' "${args[@]}"
   [ "$dry" = 1 ] || log "commit the JSON in gpu_results/: git add gpu_results && git commit -m 'GPU runbook results'"
 }

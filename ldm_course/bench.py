@@ -4,13 +4,13 @@
 
 # %% ../nbs/18_benchmarks.ipynb #397fb8c7
 from __future__ import annotations
-import argparse, contextlib, dataclasses, functools, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, dataclasses, functools, json, math, os, re, shutil, statistics, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset, default_collate
+from torch.utils.data import DataLoader, Subset, TensorDataset, default_collate
 from .core import Config, default_device
 from .data import IdxImages, to_model_range
 from .unet import UNet, UNetConfig, UNET_QUICK, UNET_FULL, count_params
@@ -29,8 +29,9 @@ __all__ = ['PEAK_BF16_FLOPS', 'SHIPPED_ADAMW', 'PROJECTION_PEAKS', 'ASSUMED_MFU'
            'bench_vae', 'text_unet_class', 'unet_pair', 'main', 'console_main', 'full_size', 'FullSizeModel',
            'random_images', 'random_latents', 'denoiser_inputs', 'denoiser_loss', 'network_loss', 'vae_loss',
            'full_size_models', 'saved_activation_bytes', 'fmt_duration', 'full_size_cost', 'TimeBoxExpired', 'TimeBox',
-           'fit_timeboxed', 'runbook_plan', 'machine_info', 'write_json', 'sampling_mfu', 'runbook_benchmark',
-           'fashion_tensors', 'train_timeboxed', 'runbook_goal', 'gpu_runbook', 'runbook_path', 'runbook_main']
+           'fit_timeboxed', 'StageTimeout', 'time_limit', 'runbook_plan', 'machine_info', 'write_json', 'sampling_mfu',
+           'runbook_benchmark', 'fashion_tensors', 'train_timeboxed', 'runbook_goal', 'gpu_runbook', 'runbook_path',
+           'runbook_main']
 
 # %% ../nbs/18_benchmarks.ipynb #fbbdcc96
 def sync(device=None):
@@ -637,7 +638,7 @@ def full_size_cost(m: FullSizeModel, act_batch: int = 1, peaks: dict = PROJECTIO
     row.update({f'{g} (projected)': fmt_duration(total / (p * mfu)) for g, p in peaks.items()})
     return row
 
-# %% ../nbs/18_benchmarks.ipynb #caf95929
+# %% ../nbs/18_benchmarks.ipynb #4d197639
 class TimeBoxExpired(Exception):
     "Raised by `TimeBox` to end a Trainer's `fit` early (caught by `fit_timeboxed`)."
 
@@ -679,7 +680,22 @@ def fit_timeboxed(trainer, seconds: float, **kw) -> dict:
     return {'steps': trainer.step, 'configured_steps': configured, 'planned_steps': box.planned,
             'stopped_by': box.stopped_by or 'finished', 'seconds': box.clock() - box.t0, 'time_box_s': seconds}
 
-# %% ../nbs/18_benchmarks.ipynb #2d0697a8
+class StageTimeout(Exception):
+    "Raised by `time_limit` when a block runs past its time."
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    "Raise `StageTimeout` in the block after `seconds` of wall clock (SIGALRM): the last guard of a budget, for work with no clock of its own. A no-op where there are no such signals (Windows, a thread other than the main one)."
+    import signal, threading
+    if not hasattr(signal, 'setitimer') or threading.current_thread() is not threading.main_thread(): yield; return
+    def alarm(signum, frame): raise StageTimeout(f"stopped at its time limit of {seconds:.0f} s")
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try: yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0); signal.signal(signal.SIGALRM, old)
+
+# %% ../nbs/18_benchmarks.ipynb #efadc350
 def _train_fields(tc: TrainConfig, **want) -> tuple[TrainConfig, dict]:
     "tc with those of `want` that TrainConfig has as fields (the fast paths the Trainer knows), and what was set."
     have = {f.name for f in dataclasses.fields(tc)}
@@ -698,13 +714,13 @@ def runbook_plan(dry_run: bool = False) -> dict:
     plan = dict(size='full', bench_size='full', bench_unet={}, bench_batch=dt.batch_size, bench_repeats=5, bench_warmup=2, bench_compile=True,
                 sample_batch=64, sample_steps=(25,), samplers=('dpmpp_2m', 'ddim'), nfe=25, fid_n=5000, fid_reference=10000,
                 fid_seeds=(0, 1, 2), fid_batch=1000, encode_batch=1024, classifier=(cm, ct), vae=(vm, vt), denoiser=(dm, dt),
-                limit=None, test_limit=None, trainer_options=used, compile_min_s=120, shares={'classifier': 0.15, 'vae': 0.35, 'denoiser': 0.5},
+                limit=None, test_limit=None, trainer_options=used, compile_min_s=120, bench_max_s=240, latents_share=0.1, shares={'classifier': 0.15, 'vae': 0.35, 'denoiser': 0.5},
                 need_s={'benchmark': 150, 'classifier': 20, 'vae': 40, 'latents': 15, 'denoiser': 60, 'fid': 45})
     if not dry_run: return plan
     tiny = dict(steps=40, batch_size=16, warmup_steps=4, log_every=5, ema_decay=0.9)
     eager = lambda t: _train_fields(t, compile=False, precision='auto')[0]   # on a CPU: fp32, and compiling would outlast the dry run
     return {**plan, 'size': 'dry run (tiny, CPU)', 'bench_size': 'quick', 'bench_unet': {'base_channels': 16, 'norm_groups': 4}, 'bench_batch': 2, 'bench_repeats': 1, 'bench_warmup': 0,
-            'bench_compile': False, 'sample_batch': 1, 'sample_steps': (2,), 'samplers': ('dpmpp_2m', 'ddim'), 'nfe': 4,
+            'bench_compile': False, 'bench_max_s': 40, 'sample_batch': 1, 'sample_steps': (2,), 'samplers': ('dpmpp_2m', 'ddim'), 'nfe': 4,
             'fid_n': 48, 'fid_reference': 96, 'fid_batch': 48, 'encode_batch': 128, 'limit': 512, 'test_limit': 96,
             'classifier': (cm.replace(channels=(8, 16, 16), blocks_per_stage=1), eager(ct.replace(epochs=None, **tiny))),
             'vae': (vm.replace(channels=(8, 16, 16), blocks_per_level=1, norm_groups=4), eager(vt.replace(**{**tiny, 'steps': 20, 'batch_size': 8}))),
@@ -712,7 +728,7 @@ def runbook_plan(dry_run: bool = False) -> dict:
             'trainer_options': {**used, **_train_fields(ct, compile=False, precision='auto')[1]},
             'need_s': {'benchmark': 10, 'classifier': 2, 'vae': 2, 'latents': 1, 'denoiser': 2, 'fid': 2}}
 
-# %% ../nbs/18_benchmarks.ipynb #b8c1ad17
+# %% ../nbs/18_benchmarks.ipynb #296c624d
 def machine_info(device) -> dict:
     "The machine a runbook ran on: GPU name, torch / CUDA / cuDNN versions, the bf16 peak MFU divides by, the code's git commit."
     device = torch.device(device)
@@ -733,7 +749,7 @@ def write_json(path, obj) -> Path:
     os.replace(tmp, path)
     return path
 
-# %% ../nbs/18_benchmarks.ipynb #9a402c6e
+# %% ../nbs/18_benchmarks.ipynb #7e0eb3fa
 def sampling_mfu(rows: list[dict], model: nn.Module, cfg: UNetConfig, batch: int, device) -> list[dict]:
     "Add FLOPs per image and MFU to `bench_sampling` rows: each step is one CFG forward of the doubled batch (counted once)."
     device = torch.device(device)
@@ -762,7 +778,7 @@ def runbook_benchmark(plan: dict, device) -> dict:
     return {'unet': cfg.to_dict(), 'params_M': count_params(ours) / 1e6, 'batch': plan['bench_batch'], 'dtype': 'bfloat16',
             'train': rows, 'sample_batch': plan['sample_batch'], 'sample': sampling_mfu(srows, sours, scfg, plan['sample_batch'], device)}
 
-# %% ../nbs/18_benchmarks.ipynb #92a4bd4f
+# %% ../nbs/18_benchmarks.ipynb #f531125e
 def fashion_tensors(split: str, limit: int | None = None) -> TensorDataset:
     "A Fashion-MNIST split as one (images in [-1, 1] at 32×32, labels) TensorDataset: converted once, not per batch, so the loader keeps up with a GPU."
     ds = IdxImages('fashion', split, 32, limit=limit)
@@ -782,14 +798,15 @@ def train_timeboxed(model: nn.Module, loss_fn: Callable, data, tc: TrainConfig, 
                 images_seen=tr.step * tc.batch_size * tc.grad_accum)
     return tr.eval_model.eval().requires_grad_(False), info
 
-# %% ../nbs/18_benchmarks.ipynb #ebe707a1
-def _runbook_chain(plan, device, stage, box, need, S, dry_run):
+# %% ../nbs/18_benchmarks.ipynb #b10bf471
+def _runbook_chain(plan, device, stage, box, left, S, dry_run):
     "The chain's stages: classifier, VAE (perceptual loss on that classifier), latents of every training image, latent denoiser."
     from ldm_course.classifier import Classifier, accuracy, classifier_loss
     from ldm_course.vae import evaluate_vae, make_perceptual, vae_loss_fn
     from ldm_course.latents import encode_dataset, latent_stats
     from ldm_course.diffusion import diffusion_loss, latent_loader
     from ldm_course.training import _build_seeded
+    need, fid_reserve = plan['need_s'], plan['need_s']['fid'] * len(plan['samplers'])
     def data():                                  # loaded by the first stage that runs, not when nothing can
         if 'train' not in S: S['train'], S['test'] = fashion_tensors('train', plan['limit']), fashion_tensors('test', plan['test_limit'])
         return S['train']
@@ -809,12 +826,16 @@ def _runbook_chain(plan, device, stage, box, need, S, dry_run):
                                vae_loss_fn(vt, _to(make_perceptual(vt.perceptual, S.get('classifier')), device)), None, vt,
                                lambda m: evaluate_vae(m, test_dl(500), classifier=S.get('classifier'), max_batches=8)),
           need['vae'], requires=('classifier',) if vt.perceptual == 'classifier' else ())
-    def latents():
-        S['latent_dir'] = tempfile.mkdtemp(prefix='ldm_runbook_')
-        path = encode_dataset(S['vae'], data(), Path(S['latent_dir'])/'latents_train.safetensors', plan['encode_batch'])
+    def latents():              # every training image, or as many as `latents_share` of the time left encodes (timed on one batch)
+        S['latent_dir'] = d = Path(tempfile.mkdtemp(prefix='ldm_runbook_'))
+        n_all, bs = len(data()), plan['encode_batch']
+        t = time.monotonic(); encode_dataset(S['vae'], Subset(S['train'], range(min(bs, n_all))), d/'probe.safetensors', bs)
+        per_image = (time.monotonic() - t) / min(bs, n_all)
+        n = min(n_all, max(bs, int(plan['latents_share'] * (left() - fid_reserve) / per_image) // bs * bs))
+        path = encode_dataset(S['vae'], Subset(S['train'], range(n)), d/'latents_train.safetensors', bs)
         stats = latent_stats(path)
         S['latents'], S['scale'] = path, stats['scale_factor']
-        return {'images': len(S['train']), **stats}
+        return {'images': n, 'of': n_all, 'images_per_s': 1 / per_image, **stats}
     stage('latents', latents, need['latents'], requires=('vae',))
     dm, dt = plan['denoiser']
     sched = dt.scheduler()
@@ -826,7 +847,7 @@ class _NoTime(Exception):
 
 def _to(m, device): return m.to(device) if m is not None else None
 
-# %% ../nbs/18_benchmarks.ipynb #f6f1742c
+# %% ../nbs/18_benchmarks.ipynb #d8ee18af
 def _runbook_fid(plan, device, stage, left, need, S):
     "FID of each sampler at the plan's evaluations over 3 sampling seeds, beside the reals floor over 3 disjoint real subsets (chapter 05's protocol), in the trained classifier's features."
     from ldm_course.diffusion import generate
@@ -856,7 +877,7 @@ def _runbook_fid(plan, device, stage, left, need, S):
                     'fid': rep.fid, 'fid_std': rep.fid_std, 'floor': rep.floor, 'floor_std': rep.floor_std, 'fid_ratio': rep.ratio}
         stage(f'fid_{sampler}', run, need.get(f'fid_{sampler}', need['fid']), requires=('denoiser', 'fid_floor'))
 
-# %% ../nbs/18_benchmarks.ipynb #a791e396
+# %% ../nbs/18_benchmarks.ipynb #fd1adc26
 CHAIN = ('classifier', 'vae', 'latents', 'denoiser')
 
 def runbook_goal(res: dict, chain_limit_s: float = 600, ratio_limit: float = 1.5, nfe_limit: int = 25) -> dict:
@@ -875,7 +896,7 @@ def _jsonable_plan(plan: dict) -> dict:
     return {k: ({'model': v[0].to_dict(), 'train': v[1].to_dict()} if isinstance(v, tuple) and v and isinstance(v[0], Config) else v)
             for k, v in plan.items()}
 
-# %% ../nbs/18_benchmarks.ipynb #228832bd
+# %% ../nbs/18_benchmarks.ipynb #75fbbafe
 def gpu_runbook(out_json, budget_s: float = 540, device=None, dry_run: bool = False) -> dict:
     """Benchmark against diffusers, then the time-boxed full-size Fashion-MNIST chain (classifier, VAE, latents, latent
     denoiser) and its FID ratio, within `budget_s` seconds; the results are rewritten to `out_json` after every stage.
@@ -889,16 +910,20 @@ def gpu_runbook(out_json, budget_s: float = 540, device=None, dry_run: bool = Fa
            'plan': _jsonable_plan(plan), 'stages': st}
     def save(finished=False):
         res.update(elapsed_s=time.monotonic() - t0, finished=finished, goal=runbook_goal(res)); write_json(out_json, res)
-    def stage(name, fn, need, requires=()):
+    def stage(name, fn, need, requires=(), limit=None):
         missing = [r for r in requires if st.get(r, {}).get('status') != 'done']
         if missing: st[name] = {'status': 'skipped', 'reason': f"needs the {', '.join(missing)} stage(s), which did not run"}
         elif left() < need: st[name] = {'status': 'skipped', 'reason': f"needs about {need:.0f} s, {max(left(), 0):.0f} s of the budget left"}
         else:
             ts = time.monotonic()
-            try: st[name] = {'status': 'done', **fn()}
+            try:
+                with time_limit(min(left(), limit or math.inf) - 1): st[name] = {'status': 'done', **fn()}   # 1 s to write the JSON
             except _NoTime as e: st[name] = {'status': 'skipped', 'reason': str(e)}
-            except Exception as e: st[name] = {'status': 'failed', 'error': f"{type(e).__name__}: {e}"[:2000]}
+            except StageTimeout as e: st[name] = {'status': 'timed out', 'error': str(e)}; torch._dynamo.reset()
+            except Exception as e:      # recorded, and the stages that do not need this one still run
+                st[name] = {'status': 'failed', 'error': f"{type(e).__name__}: {e}"[:2000], 'traceback': traceback.format_exc()[-4000:]}
             st[name]['seconds'] = time.monotonic() - ts
+            if device.type == 'cuda': torch.cuda.empty_cache()
         save()
     need, fid_reserve = plan['need_s'], plan['need_s']['fid'] * len(plan['samplers'])
     def box(name):        # this stage's share of what is left for training, once the latents' and the FIDs' minimum is kept back
@@ -908,15 +933,17 @@ def gpu_runbook(out_json, budget_s: float = 540, device=None, dry_run: bool = Fa
     save()
     torch.manual_seed(0)
     try:
-        stage('benchmark', lambda: runbook_benchmark(plan, device), need['benchmark'] + fid_reserve)
-        _runbook_chain(plan, device, stage, box, need, S, dry_run)
+        chain_min = fid_reserve + sum(need[k] for k in CHAIN)          # the benchmark may not take the chain's minimum
+        stage('benchmark', lambda: runbook_benchmark(plan, device), need['benchmark'] + fid_reserve,
+              limit=min(plan['bench_max_s'], left() - chain_min))
+        _runbook_chain(plan, device, stage, box, left, S, dry_run)
         _runbook_fid(plan, device, stage, left, need, S)
     finally:
         if 'latent_dir' in S: shutil.rmtree(S['latent_dir'], ignore_errors=True)
     save(finished=True)
     return res
 
-# %% ../nbs/18_benchmarks.ipynb #b70cc659
+# %% ../nbs/18_benchmarks.ipynb #a4c872f5
 def runbook_path(device=None, root='gpu_results') -> Path:
     "Where a GPU run's results go: gpu_results/<gpu-name>-<UTC date and time>.json (for example gpu_results/nvidia-h100-80gb-hbm3-20260101-1200.json)."
     device = torch.device(device) if device is not None else default_device()
@@ -929,15 +956,18 @@ def runbook_main(argv=None) -> None:
     p = argparse.ArgumentParser(prog='ldm-gpu-runbook', description=gpu_runbook.__doc__.split('\n')[0])
     p.add_argument('--out', default=None, help="JSON file (default: gpu_results/<gpu>-<date>.json; a temporary file for --dry-run)")
     p.add_argument('--budget', type=float, default=540, help="seconds for everything (default 540: 9 minutes)")
+    p.add_argument('--until', type=float, default=None, help="a Unix time to finish by instead (the budget is what is left of it "
+                   "once this interpreter has started: ./course.sh gpu counts its setup and the imports too)")
     p.add_argument('--device', default=None, help="cuda, cuda:1, ... (default: the course's default device; cpu for --dry-run)")
     p.add_argument('--dry-run', action='store_true', help="the same stages at tiny sizes on the CPU (checks the code, measures nothing)")
     a = p.parse_args(argv)
     out = a.out or (Path(tempfile.mkdtemp(prefix='ldm_gpu_dry_run_'))/'runbook.json' if a.dry_run else runbook_path(a.device))
-    res = gpu_runbook(out, a.budget, a.device, a.dry_run)
+    budget = a.budget if a.until is None else a.until - time.time() - 2       # 2 s for the interpreter to exit
+    res = gpu_runbook(out, budget, a.device, a.dry_run)
     for k, v in res['stages'].items():
         print(f"{k:16s} {v['status']:8s} {v.get('seconds', 0):7.1f} s  {v.get('reason', v.get('error', ''))}")
     g = res['goal']
     ratio = '-' if g['fid_ratio'] is None else f"{g['fid_ratio']:.2f}"
-    print(f"elapsed {res['elapsed_s']:.0f} s of {a.budget:.0f}; chain trained in {g['chain_train_s']:.0f} s; "
+    print(f"elapsed {res['elapsed_s']:.0f} s of {budget:.0f}; chain trained in {g['chain_train_s']:.0f} s; "
           f"FID ratio {ratio} (goal <= {g['fid_ratio_limit']} at <= {g['nfe_limit']} evaluations); goal met: {g['goal_met']}")
     print(f"results written to {out}")

@@ -12,7 +12,8 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 import ldm_course.bench as bench
-from ldm_course.bench import TimeBox, fit_timeboxed, gpu_runbook, runbook_main
+import time
+from ldm_course.bench import StageTimeout, TimeBox, fit_timeboxed, gpu_runbook, runbook_main, time_limit
 from ldm_course.training import TrainConfig, Trainer, lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,14 @@ def test_time_box_deadline_and_bad_input():
     assert fit_timeboxed(tr, 1e6, probe=5, skip=1)['stopped_by'] == 'finished' and tr.step == 30
     with pytest.raises(ValueError, match='expected a time limit > 0'): TimeBox(0)
     with pytest.raises(ValueError, match='expected probe >= 1'): TimeBox(10, probe=0)
+
+def test_time_limit_stops_a_block_without_a_clock():
+    t0 = time.monotonic()
+    with pytest.raises(StageTimeout, match='stopped at its time limit'):
+        with time_limit(0.3): time.sleep(5)
+    assert time.monotonic() - t0 < 2
+    with time_limit(5): pass
+    time.sleep(0.1)                      # no alarm left behind
 
 @pytest.fixture(scope='module')
 def dry_run(tmp_path_factory):
