@@ -98,8 +98,8 @@ def pretrained_edm(sigma_data: float, vae: nn.Module | None = None, ema: bool = 
 def edm_generate(unet: nn.Module, sigma_data: float, n: int, sampler: str = 'heun', steps: int = 13,
                  generator: torch.Generator | None = None, vae: nn.Module | None = None, scale: float = 1.0,
                  sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, batch_size: int = 500,
-                 **cond) -> torch.Tensor:
-    "Sample n latents from an EDM-trained U-Net with a named course sampler on Karras σ; decoded to images in [-1, 1] when a `vae` is given."
+                 wrap=None, **cond) -> torch.Tensor:
+    "Sample n latents from an EDM-trained U-Net with a named course sampler on Karras σ; decoded to images in [-1, 1] when a `vae` is given. `wrap(denoiser, cond_batch)`: as in chapter 10's `generate`."
     if n < 1: raise ValueError(f"n={n}: expected at least one sample")
     sigmas, sample_fn = karras_sigmas(steps, sigma_min, sigma_max, rho), get_sampler(sampler)
     cfg, dev = unet.config, next(unet.parameters()).device
@@ -108,6 +108,7 @@ def edm_generate(unet: nn.Module, sigma_data: float, n: int, sampler: str = 'heu
         b = min(batch_size, n - i)
         x = torch.randn(b, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=generator) * (sigma_max ** 2 + sigma_data ** 2) ** 0.5
         c = {k: v[i:i + b].to(dev) for k, v in cond.items()}
-        z = sample_fn(lambda x, s: den(x, s, **c), x.to(dev), sigmas, generator=generator)
+        d = lambda x, s: den(x, s, **c)
+        z = sample_fn(d if wrap is None else wrap(d, c), x.to(dev), sigmas, generator=generator)
         outs.append(vae.decode(z / scale).clamp(-1, 1) if vae is not None else z)
     return torch.cat(outs).cpu()
