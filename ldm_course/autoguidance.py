@@ -13,7 +13,7 @@ from .classifier_guidance import _check_scale
 
 # %% auto #0
 __all__ = ['GUIDES', 'AutoGuidance', 'weak_class_denoiser_configs', 'pretrained_weak_class_denoiser', 'autoguide', 'class_spread',
-           'compare_autoguidance']
+           'compare_autoguidance', 'pretrained_weak_edm']
 
 # %% ../nbs/13_guidance_auto.ipynb #a9000006
 class AutoGuidance:
@@ -101,3 +101,21 @@ def compare_autoguidance(unet: nn.Module, weak: nn.Module, dc: DiffusionConfig, 
                 done[key] = dict(fid=r['fid'], accuracy=r['accuracy'], spread=class_spread(imgs, labels), secs=secs)
             rows.append(dict(method=method, scale=float(s), seed=seed, **done[key]))
     return rows
+
+# %% ../nbs/13_guidance_auto.ipynb #2ae10341
+from .edm import edm_configs, train_edm
+
+def pretrained_weak_edm(sigma_data: float, width: float = 0.5, length: float = 0.25, vae: nn.Module | None = None,
+                        verbose: bool = True) -> UNet:
+    "The weak guide of 10 · EDM's unconditional model: its recipe with `width` × the base channels and `length` × the steps, via load_or_train in runs_dir('edm_weak')."
+    import functools
+    from ldm_course.latents import vae_fingerprint
+    from ldm_course.vae import pretrained_vae
+    if not 0 < width <= 1 or not 0 < length <= 1: raise ValueError(f"weak model width={width}, length={length}: expected fractions in (0, 1]")
+    mc, tc = edm_configs(sigma_data)
+    ch = int(mc.base_channels * width) // mc.norm_groups * mc.norm_groups
+    if ch < mc.norm_groups: raise ValueError(f"weak model width={width}: {mc.base_channels} × width leaves fewer than norm_groups={mc.norm_groups} channels")
+    vae = vae if vae is not None else pretrained_vae(verbose=False)
+    return load_or_train('edm_weak', mc.replace(base_channels=ch), UNet, functools.partial(train_edm, vae=vae),
+                         tc.replace(steps=max(1, round(tc.steps * length)), vae_fingerprint=vae_fingerprint(vae)),
+                         ema=True, verbose=verbose).requires_grad_(False)
