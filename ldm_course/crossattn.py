@@ -71,11 +71,11 @@ class TransformerBlock(nn.Module):
         return h + self.ff(self.norm3(h))
 
 @functools.lru_cache(maxsize=64)    # a constant of (h, w, dim, device): computed once, not at every forward (do not modify it in place)
-def position_codes(h: int, w: int, dim: int, device=None) -> torch.Tensor:
-    "Fixed 2-D sinusoidal codes of the h*w token positions (row-major), (h*w, dim): the first half codes the row, the second the column."
+def position_codes(h: int, w: int, dim: int, device=None, gain: float = 2.0) -> torch.Tensor:
+    "Fixed 2-D sinusoidal codes of the h*w token positions (row-major), (h*w, dim): the first half codes the row, the second the column; frequencies (2*side)**(-k/(dim/4)) per token, fitted to the grid, and amplitude `gain`."
     if dim % 4: raise ValueError(f"position_codes: dim={dim}: expected a multiple of 4 (a cos/sin pair per axis)")
     rows, cols = torch.arange(h, device=device).repeat_interleave(w), torch.arange(w, device=device).repeat(h)
-    return torch.cat([timestep_embedding(rows, dim // 2), timestep_embedding(cols, dim // 2)], dim=-1)
+    return gain * torch.cat([timestep_embedding(rows, dim // 2, max_period=2 * h), timestep_embedding(cols, dim // 2, max_period=2 * w)], dim=-1)
 
 class SpatialTransformer(nn.Module):
     "GroupNorm → tokens (+ 2-D position codes) → transformer blocks with cross-attention to `context` → zero-init projection, residual (fresh = identity)."

@@ -207,12 +207,12 @@ def text_to_image_configs(dataset: str = 'shapes') -> tuple[UNetConfig, TextToIm
 
 def pretrained_text_denoiser(dataset: str = 'shapes', model_config: UNetConfig | None = None,
                              train_config: TextToImageTrainConfig | None = None, ema: bool = True, verbose: bool = True,
-                             vae: AutoencoderKL | None = None, encoder: TextEncoder | None = None) -> TextUNet:
-    "The text-to-image U-Net of `dataset`: loaded from runs_dir(dataset_run_name('t2i', dataset)) if trained with these configs on this VAE, else trained now."
+                             vae: AutoencoderKL | None = None, encoder: TextEncoder | None = None, name: str | None = None) -> TextUNet:
+    "The text-to-image U-Net of `dataset`: loaded from runs_dir(name or dataset_run_name('t2i', dataset)) if trained with these configs on this VAE, else trained now."
     mc, tc = text_to_image_configs(dataset)
     vae = vae if vae is not None else pretrained_image_vae(dataset, verbose=False)
     tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))
-    name = dataset_run_name('t2i', dataset)
+    name = name or dataset_run_name('t2i', dataset)
     train = functools.partial(train_text_denoiser, vae=vae, encoder=encoder)
     return load_or_train(name, model_config or mc, TextUNet, train, tc, ema=ema, verbose=verbose).requires_grad_(False)
 
