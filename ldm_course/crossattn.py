@@ -110,7 +110,7 @@ class TextUNet(UNet):
 
     def attention_block(self, channels: int, level: int) -> nn.Module:
         c = self.config
-        return SpatialTransformer(channels, c.context_dim, c.heads(channels), c.norm_groups, c.transformer_depth, c.position_codes)
+        return SpatialTransformer(channels, c.context_dim, c.heads(channels), c.norm_groups, c.transformer_depth, c.position_codes == 'grid')
 
     def forward(self, x, t, class_labels=None, context=None, context_mask=None):
         if context is None:

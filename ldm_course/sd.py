@@ -131,7 +131,7 @@ def unet_config_from_diffusers(cfg: dict, what: str = 'unet/config.json') -> UNe
                       attention_resolutions=tuple(2 ** i for i, t in enumerate(down) if t.startswith('CrossAttn')), dropout=c['dropout'],
                       norm_groups=c['norm_num_groups'], context_dim=_same(c['cross_attention_dim'], 'cross_attention_dim'),
                       time_embedding='additive' if c['resnet_time_scale_shift'] == 'default' else 'scale_shift', norm_eps=c['norm_eps'],
-                      flip_sin_to_cos=c['flip_sin_to_cos'], freq_shift=c['freq_shift'], position_codes=False,
+                      flip_sin_to_cos=c['flip_sin_to_cos'], freq_shift=c['freq_shift'], position_codes='none',
                       transformer_depth=_same(c['transformer_layers_per_block'], 'transformer_layers_per_block'), **_heads(c, boc, what))
 
 # %% ../nbs/21_sd_weights.ipynb #d3d718d2

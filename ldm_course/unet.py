@@ -12,9 +12,9 @@ from torch.utils.checkpoint import checkpoint
 from .core import Config, pick
 
 # %% auto #0
-__all__ = ['TIME_EMBEDDINGS', 'UNET_QUICK', 'UNET_FULL', 'timestep_embedding', 'TimestepEmbedding', 'norm_layer', 'zero_module',
-           'ResBlock', 'naive_attention', 'SelfAttention2d', 'Downsample', 'Upsample', 'EmbedSequential', 'UNetConfig',
-           'UNet', 'check_unet_inputs', 'count_params', 'unet_config']
+__all__ = ['TIME_EMBEDDINGS', 'POSITION_CODES', 'UNET_QUICK', 'UNET_FULL', 'timestep_embedding', 'TimestepEmbedding',
+           'norm_layer', 'zero_module', 'ResBlock', 'naive_attention', 'SelfAttention2d', 'Downsample', 'Upsample',
+           'EmbedSequential', 'UNetConfig', 'UNet', 'check_unet_inputs', 'count_params', 'unet_config']
 
 # %% ../nbs/08_unet.ipynb #ce586001
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0, flip_sin_to_cos: bool = True,
@@ -124,6 +124,8 @@ class EmbedSequential(nn.ModuleList):
         return x
 
 # %% ../nbs/08_unet.ipynb #c169db5f
+POSITION_CODES = ('grid', 'none')   # chapter 15's sinusoids fitted to the token grid, or none
+
 @dataclasses.dataclass
 class UNetConfig(Config):
     "Hyper-parameters of the U-Net denoiser (defaults: 4x8x8 VAE latents)."
@@ -146,12 +148,14 @@ class UNetConfig(Config):
     freq_shift: float = 0.0
     head_dim: int | None = None           # attention heads = channels // head_dim (None: num_heads everywhere)
     transformer_depth: int = 1            # transformer blocks per cross-attention layer (text U-Net)
-    position_codes: bool = True           # 2-D position codes in the text U-Net's transformers (SD: none)
+    position_codes: str = 'grid'          # the text U-Net's 2-D position codes: one of POSITION_CODES (SD: 'none')
     optional = ('time_embedding', 'norm_eps', 'flip_sin_to_cos', 'freq_shift', 'head_dim', 'transformer_depth', 'position_codes')
 
     def __post_init__(self):
         super().__post_init__()
         if self.out_channels is None: self.out_channels = self.in_channels
+        if self.position_codes not in POSITION_CODES:
+            raise ValueError(f"config key 'position_codes': {self.position_codes!r}, expected one of {POSITION_CODES}")
         if self.time_embedding not in TIME_EMBEDDINGS:
             raise ValueError(f"config key 'time_embedding': {self.time_embedding!r}, expected one of {TIME_EMBEDDINGS}")
         for k in ('head_dim', 'transformer_depth'):
@@ -169,7 +173,9 @@ class UNetConfig(Config):
 
     def to_dict(self) -> dict:
         d, defaults = super().to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
-        return {k: v for k, v in d.items() if k not in self.optional or v != defaults[k]}
+        # a text U-Net always records its position codes' form: a checkpoint trained with another form is then refused, not loaded
+        keep = {'position_codes'} if self.context_dim is not None else set()
+        return {k: v for k, v in d.items() if k not in self.optional or k in keep or v != defaults[k]}
 
     def heads(self, channels: int) -> int:
         "Attention heads of a layer with `channels` channels."
