@@ -47,7 +47,7 @@ def pretrained_weak_class_denoiser(width: float = 0.5, length: float = 0.25, ver
     "The weak guide: loaded from runs_dir('class_denoiser_weak') if trained with these configs on this VAE (default the course VAE), else trained now."
     import functools
     from ldm_course.latents import vae_fingerprint
-    from ldm_course.vae import pretrained_vae
+    from ldm_course.vae_training import pretrained_vae
     mc, tc = weak_class_denoiser_configs(width, length)
     vae = vae if vae is not None else pretrained_vae(verbose=False)
     return load_or_train('class_denoiser_weak', mc, UNet, functools.partial(train_class_denoiser, vae=vae),
@@ -110,7 +110,7 @@ def pretrained_weak_edm(sigma_data: float, width: float = 0.5, length: float = 0
     "The weak guide of 10 · EDM's unconditional model: its recipe with `width` × the base channels and `length` × the steps, via load_or_train in runs_dir('edm_weak')."
     import functools
     from ldm_course.latents import vae_fingerprint
-    from ldm_course.vae import pretrained_vae
+    from ldm_course.vae_training import pretrained_vae
     if not 0 < width <= 1 or not 0 < length <= 1: raise ValueError(f"weak model width={width}, length={length}: expected fractions in (0, 1]")
     mc, tc = edm_configs(sigma_data)
     ch = int(mc.base_channels * width) // mc.norm_groups * mc.norm_groups

@@ -544,7 +544,7 @@ def network_loss(task: str) -> Callable:
 # %% ../nbs/18_benchmarks.ipynb #d8761609
 def vae_loss(tc, device='cpu') -> Callable:
     "The course's VAE loss with the perceptual network `tc.perceptual` names (chapter 04's classifier at full size, untrained; or LPIPS) on `device`."
-    from ldm_course.vae import vae_loss_fn, make_perceptual, resolve_perceptual
+    from ldm_course.vae_training import vae_loss_fn, make_perceptual, resolve_perceptual
     kind, perc = resolve_perceptual(tc.perceptual), None
     if kind == 'classifier':
         from ldm_course.classifier import Classifier, classifier_configs
@@ -564,7 +564,7 @@ def _denoiser_model(names, cls, mc, tc, task: str) -> FullSizeModel:
 def full_size_models(recipes: bool = True) -> list[FullSizeModel]:
     "Every model the course trains at full size: the `full` side of each chapter's `pick` presets, then each shipped recipe's models.\n\n    A model that several of them train with the same configs appears once, with all their names."
     from ldm_course.classifier import Classifier, classifier_configs, classifier_loss
-    from ldm_course.vae import vae_configs
+    from ldm_course.vae_training import vae_configs
     from ldm_course.diffusion import denoiser_configs
     from ldm_course.guidance import class_denoiser_configs
     from ldm_course.shapes import ShapeAttributeClassifier, ShapesDataset, shape_classifier_configs, shape_classifier_loss
@@ -705,7 +705,7 @@ def _train_fields(tc: TrainConfig, **want) -> tuple[TrainConfig, dict]:
 def runbook_plan(dry_run: bool = False) -> dict:
     "What the runbook runs: the full-size presets of chapters 04, 06 and 10 on a GPU; the same stages at tiny sizes for a CPU dry run."
     from ldm_course.classifier import classifier_configs
-    from ldm_course.vae import vae_configs
+    from ldm_course.vae_training import vae_configs
     from ldm_course.diffusion import denoiser_configs
     with full_size():
         (cm, ct), (vm, vt), (dm, dt) = classifier_configs(), vae_configs(), denoiser_configs()
@@ -802,7 +802,7 @@ def train_timeboxed(model: nn.Module, loss_fn: Callable, data, tc: TrainConfig, 
 def _runbook_chain(plan, device, stage, box, left, S, dry_run):
     "The chain's stages: classifier, VAE (perceptual loss on that classifier), latents of every training image, latent denoiser."
     from ldm_course.classifier import Classifier, accuracy, classifier_loss
-    from ldm_course.vae import evaluate_vae, make_perceptual, vae_loss_fn
+    from ldm_course.vae_training import evaluate_vae, make_perceptual, vae_loss_fn
     from ldm_course.latents import encode_dataset, latent_stats
     from ldm_course.diffusion import diffusion_loss, latent_loader
     from ldm_course.training import _build_seeded

@@ -133,7 +133,7 @@ def pretrained_noisy_classifier(model_config: NoisyClassifierConfig | None = Non
                                 verbose: bool = True, vae: nn.Module | None = None) -> NoisyClassifier:
     "The course's noise-conditional latent classifier: loaded from runs_dir('noisy_classifier') if trained with these configs on this VAE (default the course VAE), else trained now."
     from ldm_course.latents import vae_fingerprint
-    from ldm_course.vae import pretrained_vae
+    from ldm_course.vae_training import pretrained_vae
     mc, tc = noisy_classifier_configs()
     vae = vae if vae is not None else pretrained_vae(verbose=False)
     tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))

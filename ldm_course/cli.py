@@ -14,7 +14,8 @@ import ldm_course
 from .core import Config, runs_dir, run_info
 from .data import IDX_DATASETS, idx_source
 from .distributed import dist_env
-from .vae import AutoencoderKL, VAEConfig, VAETrainConfig
+from .vae import AutoencoderKL, VAEConfig
+from .vae_training import VAETrainConfig
 from .checkpoint import CKPT_NAME, save_checkpoint, set_checkpoint_extra
 from .unet import UNetConfig
 from .diffusion import DenoiserTrainConfig, DiffusionConfig
@@ -381,7 +382,7 @@ def run_train_vae(r: Recipe):
     if r.task == 'text_to_image':
         from ldm_course.t2i import pretrained_image_vae
         return pretrained_image_vae(r.dataset, r.vae_model, r.vae_train)
-    from ldm_course.vae import pretrained_vae
+    from ldm_course.vae_training import pretrained_vae
     return pretrained_vae(r.vae_model, r.vae_train)
 
 def run_cache_latents(r: Recipe, vae=None, encoder=None) -> dict:

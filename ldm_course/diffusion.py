@@ -137,7 +137,7 @@ def train_denoiser(model: UNet, tc: DenoiserTrainConfig, run_dir, callbacks=(), 
 
 def denoiser_configs() -> tuple[UNetConfig, DenoiserTrainConfig]:
     "The course's (U-Net, training) presets, quick or full via `pick`."
-    from ldm_course.vae import vae_configs
+    from ldm_course.vae_training import vae_configs
     limit = vae_configs()[1].limit                       # the latents chapter 07 already cached
     tc = pick(DenoiserTrainConfig(steps=600, batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.99,
                                   log_every=20, limit=limit, progress=False),

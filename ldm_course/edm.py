@@ -87,7 +87,7 @@ def edm_configs(sigma_data: float) -> tuple[UNetConfig, EDMTrainConfig]:
 def pretrained_edm(sigma_data: float, vae: nn.Module | None = None, ema: bool = True, verbose: bool = True) -> UNet:
     "The EDM-trained U-Net: loaded from runs_dir('edm') if trained with these configs on this VAE, else trained now."
     from ldm_course.latents import vae_fingerprint
-    from ldm_course.vae import pretrained_vae
+    from ldm_course.vae_training import pretrained_vae
     vae = vae if vae is not None else pretrained_vae(verbose=False)
     mc, tc = edm_configs(sigma_data)
     return load_or_train('edm', mc, UNet, functools.partial(train_edm, vae=vae), tc.replace(vae_fingerprint=vae_fingerprint(vae)),

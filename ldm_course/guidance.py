@@ -122,7 +122,7 @@ def pretrained_class_denoiser(model_config: UNetConfig | None = None, train_conf
     "The course's class-conditional denoiser: loaded from runs_dir('class_denoiser') if trained with these configs on this VAE (default the course VAE), else trained now."
     import functools
     from ldm_course.latents import vae_fingerprint
-    from ldm_course.vae import pretrained_vae
+    from ldm_course.vae_training import pretrained_vae
     mc, tc = class_denoiser_configs()
     vae = vae if vae is not None else pretrained_vae(verbose=False)
     tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))

@@ -79,7 +79,7 @@ def latents_dataset(dataset: str | None = None, vae: nn.Module | None = None) ->
 
 def dataset_vae(dataset: str = 'fashion', verbose: bool = True) -> nn.Module:
     "The course VAE of a built-in dataset: `pretrained_vae()` for Fashion-MNIST; for another, its presets with `dataset` set (runs_dir('vae_mnist'))."
-    from ldm_course.vae import pretrained_vae, vae_configs
+    from ldm_course.vae_training import pretrained_vae, vae_configs
     if dataset == 'fashion': return pretrained_vae(verbose=verbose)
     return pretrained_vae(train_config=vae_configs()[1].replace(dataset=dataset), verbose=verbose)
 

@@ -18,7 +18,8 @@ from .diffusion import DenoiserTrainConfig, diffusion_loss, generate, latent_loa
 from .guidance import CFG, drop_conditions
 from .text import TextEncoder, cache_embeddings
 from .latents import encode_dataset, read_latents, vae_fingerprint, latent_stats, store_scale_factor, vae_scale_factor
-from .vae import AutoencoderKL, VAEConfig, VAETrainConfig, evaluate_vae, vae_terms
+from .vae import AutoencoderKL, VAEConfig
+from .vae_training import VAETrainConfig, evaluate_vae, vae_terms
 from .shapes import COLORS, ShapesDataset, caption_for, combinations, attribute_accuracy, pretrained_shape_classifier
 
 # %% auto #0
@@ -95,7 +96,7 @@ def train_image_vae(model: AutoencoderKL, tc: ImageVAETrainConfig, run_dir, call
     ds = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=size)
     dl = DataLoader(ds, tc.batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(tc.seed))
     test = DataLoader(captioned_dataset(tc.dataset, tc.test_limit or 256, 'test' if tc.dataset == 'emoji' else 'train', seed=tc.seed + 1, size=size), 64)
-    from ldm_course.vae import make_perceptual
+    from ldm_course.vae_training import make_perceptual
     perc = make_perceptual(tc.perceptual)     # None for 'none'; LPIPS says so if its weights are missing, before any step
     if perc is not None: perc = perc.to(default_device())
     return Trainer(model, image_vae_loss_fn(tc, perc), dl, tc, run_dir=run_dir, callbacks=callbacks,

@@ -25,7 +25,7 @@ def one_thread():
 
 def test_pick_reads_the_switch_at_call_time(monkeypatch):
     from ldm_course.core import pick
-    from ldm_course.vae import vae_configs
+    from ldm_course.vae_training import vae_configs
     monkeypatch.setenv('LDM_QUICK', '1')
     with full_size():
         assert pick('q', 'f') == 'f'

@@ -164,7 +164,7 @@ def test_cache_folder_and_download(monkeypatch, tmp_path, mnist_gz):
 
 def test_train_config_dataset():
     from ldm_course.training import TrainConfig
-    from ldm_course.vae import VAETrainConfig
+    from ldm_course.vae_training import VAETrainConfig
     from ldm_course.diffusion import DenoiserTrainConfig
     assert 'dataset' not in TrainConfig().to_dict()                                # the default is not written: old checkpoints match
     assert VAETrainConfig(dataset='mnist').to_dict()['dataset'] == 'mnist'

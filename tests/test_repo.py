@@ -1,5 +1,5 @@
 "Repository checks: the package is what the notebooks export, notebooks are clean, README.md is generated from index."
-import filecmp, os, shutil, subprocess, sys
+import ast, filecmp, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 sys.path.insert(0, str(Path(__file__).parent))
@@ -62,3 +62,35 @@ def test_console_scripts_exit_zero(tmp_path):
     for name in ('ldm-train', 'ldm-generate'):  # the recipe scripts train for minutes: check that the two parsers start
         r = subprocess.run([BIN/name, '--help'], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and 'usage' in r.stdout, f"{name} --help exited {r.returncode}: {r.stderr[-2000:]}"
+
+# The model modules hold networks only: at import time they need torch, the standard library and ldm_course.core
+# (crossattn builds on the U-Net, itself a model module). Training, data, presets and metrics live in the chapters'
+# *_training / diffusion modules, so that a model can be imported without them.
+MODEL_MODULES = {'vae': {'core'}, 'unet': {'core'}, 'crossattn': {'core', 'unet'}}
+
+def _forbidden_imports(source: str, allowed: set[str]) -> list[str]:
+    "Top-level imports of a module's source that are neither stdlib, torch, nor one of ldm_course's `allowed` modules."
+    bad = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:                                                    # from .x import ...
+                if node.level != 1 or node.module not in allowed: bad.append(f"from {'.' * node.level}{node.module or ''} import ...")
+                continue
+            mods = [node.module]
+        elif isinstance(node, ast.Import): mods = [a.name for a in node.names]
+        else: continue
+        for m in mods:
+            top, _, rest = m.partition('.')
+            if top == 'ldm_course' and rest.split('.')[0] in allowed: continue
+            if top not in sys.stdlib_module_names and top not in ('__future__', 'torch'): bad.append(m)
+    return bad
+
+@pytest.mark.parametrize('name', sorted(MODEL_MODULES))
+def test_model_modules_import_torch_and_core_only(name):
+    bad = _forbidden_imports((ROOT/'ldm_course'/f'{name}.py').read_text(encoding='utf-8'), MODEL_MODULES[name])
+    assert not bad, f"ldm_course/{name}.py is a model module: expected imports of torch, the standard library and {sorted(MODEL_MODULES[name])} only, got {bad}"
+
+def test_model_import_check_can_fail():
+    assert _forbidden_imports("import torch\nfrom .core import Config\nfrom .training import Trainer\nimport numpy as np\n", {'core'}) == \
+        ['from .training import ...', 'numpy']
+    assert _forbidden_imports("from __future__ import annotations\nimport dataclasses, math\nfrom torch import nn\nfrom .unet import UNet\n", {'core', 'unet'}) == []
