@@ -547,7 +547,8 @@ def vae_loss(tc, device='cpu') -> Callable:
     from ldm_course.vae_training import vae_loss_fn, make_perceptual, resolve_perceptual
     kind, perc = resolve_perceptual(tc.perceptual), None
     if kind == 'classifier':
-        from ldm_course.classifier import Classifier, classifier_configs
+        from ldm_course.classifier import Classifier
+        from ldm_course.classifier_training import classifier_configs
         with full_size(), torch.device(device): perc = make_perceptual('classifier', Classifier(classifier_configs()[0]))
     elif kind == 'lpips': perc = make_perceptual('lpips').to(device)
     return vae_loss_fn(tc, perc)
@@ -563,7 +564,8 @@ def _denoiser_model(names, cls, mc, tc, task: str) -> FullSizeModel:
 # %% ../nbs/18_benchmarks.ipynb #c1ab05cf
 def full_size_models(recipes: bool = True) -> list[FullSizeModel]:
     "Every model the course trains at full size: the `full` side of each chapter's `pick` presets, then each shipped recipe's models.\n\n    A model that several of them train with the same configs appears once, with all their names."
-    from ldm_course.classifier import Classifier, classifier_configs, classifier_loss
+    from ldm_course.classifier import Classifier, classifier_loss
+    from ldm_course.classifier_training import classifier_configs
     from ldm_course.vae_training import vae_configs
     from ldm_course.diffusion import denoiser_configs
     from ldm_course.guidance import class_denoiser_configs
@@ -704,7 +706,7 @@ def _train_fields(tc: TrainConfig, **want) -> tuple[TrainConfig, dict]:
 
 def runbook_plan(dry_run: bool = False) -> dict:
     "What the runbook runs: the full-size presets of chapters 04, 06 and 10 on a GPU; the same stages at tiny sizes for a CPU dry run."
-    from ldm_course.classifier import classifier_configs
+    from ldm_course.classifier_training import classifier_configs
     from ldm_course.vae_training import vae_configs
     from ldm_course.diffusion import denoiser_configs
     with full_size():

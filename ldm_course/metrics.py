@@ -77,7 +77,7 @@ class Evaluator:
     def __init__(self, classifier: nn.Module | None = None, reference: torch.Tensor | None = None,
                  n_reference: int | None = None, real_pool: torch.Tensor | None = None, device=None):
         if classifier is None:
-            from ldm_course.classifier import pretrained_classifier
+            from ldm_course.classifier_training import pretrained_classifier
             classifier = pretrained_classifier(verbose=False)
         self.classifier, self.device = classifier.eval(), device or next(classifier.parameters()).device
         n_reference = n_reference or pick(2000, 10000)

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from .core import pick
 from .data import to_model_range
 from .training import load_or_train, Trainer
-from .classifier import Classifier, ClassifierConfig, ClassifierTrainConfig, classifier_loss, accuracy, random_shift_flip
+from .classifier import Classifier, ClassifierConfig, classifier_loss, accuracy, random_shift_flip
+from .classifier_training import ClassifierTrainConfig
 from .metrics import Evaluator, kid_from_features, mean_std
 from .emoji import EmojiDataset, is_flag, emoji_family
 from .t2i import text_to_image

@@ -71,7 +71,7 @@ def make_perceptual(name: str, classifier: nn.Module | None = None) -> nn.Module
     if name == 'none': return None
     if name == 'lpips': return LPIPSDistance()
     if classifier is None:
-        from ldm_course.classifier import pretrained_classifier
+        from ldm_course.classifier_training import pretrained_classifier
         classifier = pretrained_classifier()
     return FeatureDistance(classifier)
 

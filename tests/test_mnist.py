@@ -183,7 +183,8 @@ def test_fashion_loader_refuses_an_mnist_run(mnist_gz):
 
 def test_mnist_classifier(monkeypatch, tmp_path, mnist_gz, one_thread):
     from ldm_course.core import runs_dir
-    from ldm_course.classifier import ClassifierConfig, ClassifierTrainConfig, pretrained_classifier
+    from ldm_course.classifier import ClassifierConfig
+    from ldm_course.classifier_training import ClassifierTrainConfig, pretrained_classifier
     monkeypatch.setenv('LDM_RUNS', str(tmp_path/'runs')); monkeypatch.setenv('LDM_MNIST_DIR', str(mnist_gz))
     tc = ClassifierTrainConfig(steps=2, batch_size=16, progress=False, bf16=False, dataset='mnist')
     m = pretrained_classifier(ClassifierConfig(channels=(8, 16, 16), blocks_per_stage=1), tc, verbose=False)

@@ -66,7 +66,7 @@ def test_console_scripts_exit_zero(tmp_path):
 # The model modules hold networks only: at import time they need torch, the standard library and ldm_course.core
 # (crossattn builds on the U-Net, itself a model module). Training, data, presets and metrics live in the chapters'
 # *_training / diffusion modules, so that a model can be imported without them.
-MODEL_MODULES = {'vae': {'core'}, 'unet': {'core'}, 'crossattn': {'core', 'unet'}}
+MODEL_MODULES = {'vae': {'core'}, 'classifier': {'core'}, 'unet': {'core'}, 'crossattn': {'core', 'unet'}}
 
 def _forbidden_imports(source: str, allowed: set[str]) -> list[str]:
     "Top-level imports of a module's source that are neither stdlib, torch, nor one of ldm_course's `allowed` modules."
