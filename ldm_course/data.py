@@ -46,6 +46,7 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(f"{path}: expected {n} data bytes for shape {dims}, found {len(data) - start} (truncated?)")
     return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims)
 
+# %% ../nbs/01_data.ipynb #f6dc709f
 def write_idx(path, a) -> Path:
     "Write a uint8 array as an IDX file, gzipped when `path` ends in .gz: the inverse of `read_idx`."
     a = np.ascontiguousarray(a)
@@ -79,6 +80,7 @@ def idx_source(dataset: str) -> IdxSource:
         raise ValueError(f"dataset={dataset!r}: expected one of {list(IDX_DATASETS)} (the built-in IDX datasets)")
     return IDX_DATASETS[dataset]
 
+# %% ../nbs/01_data.ipynb #aee1b0e1
 def _idx_file(d: Path, stem: str, raw: str = 'FashionMNIST') -> Path | None:
     for sub in ('', f'{raw}/raw'):
         for ext in ('.gz', ''):
@@ -117,6 +119,7 @@ def idx_dir(dataset: str = 'fashion', path=None, download: bool = True) -> Path:
         f"  - or pass path= (or set {src.env}=) a directory holding train-images-idx3-ubyte.gz and friends.\n"
         f"({err})")
 
+# %% ../nbs/01_data.ipynb #4e811f0b
 def fashion_mnist_dir(path=None, download: bool = True) -> Path:
     "The directory holding the Fashion-MNIST IDX files: `path`, else $LDM_FASHION_MNIST_DIR, else Debian's, else the cache (downloading there)."
     return idx_dir('fashion', path, download)
@@ -191,6 +194,7 @@ class FashionMNIST(IdxImages):
     def __init__(self, split: str = 'train', size: int = 32, path=None, limit: int | None = None):
         super().__init__('fashion', split, size, path, limit)
 
+# %% ../nbs/01_data.ipynb #eeaf7bbd
 _TRAINING_ON = contextvars.ContextVar('ldm_course_training_on', default=None)
 
 @contextlib.contextmanager
@@ -204,6 +208,7 @@ def active_dataset() -> str | None:
     "The built-in dataset of the run being trained now, or None outside training (and for runs on other data)."
     return _TRAINING_ON.get()
 
+# %% ../nbs/01_data.ipynb #70b17304
 def image_dataloaders(dataset: str, batch_size: int, size: int = 32, path=None, limit: int | None = None,
                       test_limit: int | None = None, num_workers: int = 0, seed: int = 0):
     "Train (shuffled, seeded) and test DataLoaders of a built-in IDX dataset ('fashion', 'mnist')."
@@ -287,6 +292,7 @@ class MNIST(IdxImages):
     def __init__(self, split: str = 'train', size: int = 32, path=None, limit: int | None = None):
         super().__init__('mnist', split, size, path, limit)
 
+# %% ../nbs/01_data.ipynb #df5201a7
 def make_toy_mnist(root, n_train: int = 64, n_test: int = 32, seed: int = 0, compress: bool = True) -> Path:
     "Write digits drawn with Pillow's font as the four MNIST IDX files in `root`: a stand-in to run the MNIST chain offline, not MNIST."
     from PIL import ImageDraw, ImageFont
