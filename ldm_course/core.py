@@ -11,7 +11,7 @@ import torch
 
 # %% auto #0
 __all__ = ['RESULTS_ENV', 'env_flag', 'is_quick', 'pick', 'default_device', 'seed_everything', 'run_info', 'runs_dir', 'record',
-           'render_results', 'Config']
+           'render_results', 'Config', 'resolve_file']
 
 # %% ../nbs/00_core.ipynb #18f60f10
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
@@ -169,3 +169,13 @@ class Config:
         try: d = json.loads(path.read_text())
         except json.JSONDecodeError as e: raise ValueError(f"{path}: not a valid JSON config ({e})") from None
         return cls.from_dict(d)
+
+# %% ../nbs/00_core.ipynb #f4e49671
+def resolve_file(path, env: str, default: Path, what: str, install: str, expected: str) -> Path:
+    "`path`, else `$env`, else the Debian `default`; a FileNotFoundError naming the file, where the path came from and how to install it."
+    val = os.environ.get(env)
+    p, origin = ((Path(path), 'the path passed in') if path is not None else
+                 (Path(val), env) if val else (Path(default), 'the Debian default'))
+    if p.is_file(): return p
+    raise FileNotFoundError(f"{what} {p} ({origin}) not found. Install it with `{install}` "
+                            f"(Debian/Ubuntu; it lands in {default}) or set {env} to {expected}.")
