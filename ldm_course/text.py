@@ -8,6 +8,7 @@ import dataclasses, hashlib, json, os, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from .core import default_device
@@ -99,6 +100,7 @@ def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(tokens.dtype)[..., None]
     return F.normalize((tokens * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
 
+# %% ../nbs/11_text.ipynb #63edcaad
 def _check_prompts(prompts) -> list[str]:
     if isinstance(prompts, str): prompts = [prompts]
     if not isinstance(prompts, (list, tuple)): raise TypeError(f"prompts: expected a string or a list of strings, got {type(prompts).__name__}")
@@ -107,6 +109,7 @@ def _check_prompts(prompts) -> list[str]:
         if not isinstance(p, str): raise TypeError(f"prompts[{i}]: expected a string, got {type(p).__name__} ({p!r})")
     return list(prompts)
 
+# %% ../nbs/11_text.ipynb #c9474d0f
 class TextEncoder:
     "A frozen pre-trained text encoder: `encode(prompts)` → TextEmbeddings (tokens, mask, pooled)."
     def __init__(self, name_or_path: str | os.PathLike | None = None, max_length: int = 32, device=None, local_files_only: bool = False):
@@ -129,16 +132,6 @@ class TextEncoder:
 
     def __repr__(self): return f"TextEncoder({self.name!r}, max_length={self.max_length}, hidden_size={self.hidden_size}, device={self.device})"
 
-    def tokenize(self, prompts) -> dict:
-        "Token ids and attention mask (B, max_length); warns naming each prompt that was truncated."
-        prompts = _check_prompts(prompts)
-        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=True)['input_ids']]
-        long = [(p, n) for p, n in zip(prompts, lengths) if n > self.max_length]
-        if long:
-            warnings.warn(f"{len(long)} prompt(s) longer than max_length={self.max_length} tokens were truncated: "
-                          + '; '.join(f"{p!r} ({n} tokens)" for p, n in long[:5]) + (' ...' if len(long) > 5 else ''))
-        return self.tokenizer(prompts, padding='max_length', truncation=True, max_length=self.max_length, return_tensors='pt')
-
     @torch.no_grad()
     def encode(self, prompts, batch_size: int = 256) -> TextEmbeddings:
         "Encode a prompt or a list of prompts (in batches of `batch_size`)."
@@ -152,6 +145,18 @@ class TextEncoder:
         return TextEmbeddings(*(torch.cat(t) for t in zip(*out)))
 
     __call__ = encode
+
+# %% ../nbs/11_text.ipynb #08dbfd01
+@patch
+def tokenize(self: TextEncoder, prompts) -> dict:
+    "Token ids and attention mask (B, max_length); warns naming each prompt that was truncated."
+    prompts = _check_prompts(prompts)
+    lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=True)['input_ids']]
+    long = [(p, n) for p, n in zip(prompts, lengths) if n > self.max_length]
+    if long:
+        warnings.warn(f"{len(long)} prompt(s) longer than max_length={self.max_length} tokens were truncated: "
+                      + '; '.join(f"{p!r} ({n} tokens)" for p, n in long[:5]) + (' ...' if len(long) > 5 else ''))
+    return self.tokenizer(prompts, padding='max_length', truncation=True, max_length=self.max_length, return_tensors='pt')
 
 # %% ../nbs/11_text.ipynb #0be92eaf
 def _cache_key(name: str, max_length: int, captions: list[str]) -> str:
@@ -176,15 +181,6 @@ class EmbeddingCache:
 
     def lookup(self, captions) -> TextEmbeddings: return self.emb[self.index(captions)]
 
-    def save(self, path) -> Path:
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.tmp')
-        e = self.emb
-        save_file({'tokens': e.tokens.cpu().contiguous(), 'mask': e.mask.cpu().contiguous(), 'pooled': e.pooled.cpu().contiguous()},
-                  str(tmp), metadata={'key': self.key, 'captions': json.dumps(self.captions)})
-        os.replace(tmp, path)
-        return path
-
     @classmethod
     def load(cls, path, key: str | None = None) -> 'EmbeddingCache':
         "Load a cache file; with `key`, a file made for other captions or another encoder is an error."
@@ -201,6 +197,18 @@ class EmbeddingCache:
             raise ValueError(f"{path}: the cache was made for other captions, encoder or max_length (key mismatch)")
         return cls(captions, emb, meta.get('key', ''))
 
+# %% ../nbs/11_text.ipynb #986f5401
+@patch
+def save(self: EmbeddingCache, path) -> Path:
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    e = self.emb
+    save_file({'tokens': e.tokens.cpu().contiguous(), 'mask': e.mask.cpu().contiguous(), 'pooled': e.pooled.cpu().contiguous()},
+              str(tmp), metadata={'key': self.key, 'captions': json.dumps(self.captions)})
+    os.replace(tmp, path)
+    return path
+
+# %% ../nbs/11_text.ipynb #f9c71fe3
 def cache_embeddings(captions, encoder: TextEncoder, path, batch_size: int = 256, verbose: bool = True) -> EmbeddingCache:
     "Embeddings of the unique `captions`: loaded from `path` when it holds this encoder's and max_length's, else computed and saved there."
     unique = list(dict.fromkeys(_check_prompts(captions)))
