@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 import torch
+from fastcore.basics import patch
 from .scheduler import NoiseScheduler
 
 # %% auto #0
@@ -99,49 +100,59 @@ class GaussianMixture:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         return self.means[k] + self.stds[k, None] * torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64), k
 
-    def _prep(self, x: torch.Tensor, sigma):
-        "x as (B, d) float64, the parameters on x's device, and the blurred variances s_k² + σ² (B, K)."
-        xf = x.reshape(len(x), -1).double()
-        if xf.shape[1] != self.means.shape[1]: raise ValueError(f"GaussianMixture: x of shape {tuple(x.shape)}: expected {self.means.shape[1]} values per sample")
-        means, stds, weights = (v.to(x.device) for v in (self.means, self.stds, self.weights))
-        s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).reshape(-1).expand(len(x))[:, None]
-        var = stds[None] ** 2 + s ** 2
-        if not (var > 0).all(): raise ValueError(f"GaussianMixture: sigma={sigma!r} leaves a component of variance 0: expected sigma > 0")
-        return xf, means, stds, weights, var
+# %% ../nbs/09_theory.ipynb #fbf3175a
+@patch
+def _prep(self: GaussianMixture, x: torch.Tensor, sigma):
+    "x as (B, d) float64, the parameters on x's device, and the blurred variances s_k² + σ² (B, K)."
+    xf = x.reshape(len(x), -1).double()
+    if xf.shape[1] != self.means.shape[1]: raise ValueError(f"GaussianMixture: x of shape {tuple(x.shape)}: expected {self.means.shape[1]} values per sample")
+    means, stds, weights = (v.to(x.device) for v in (self.means, self.stds, self.weights))
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).reshape(-1).expand(len(x))[:, None]
+    var = stds[None] ** 2 + s ** 2
+    if not (var > 0).all(): raise ValueError(f"GaussianMixture: sigma={sigma!r} leaves a component of variance 0: expected sigma > 0")
+    return xf, means, stds, weights, var
 
-    def component_log_probs(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        "log w_k + log N(x; μ_k, (s_k² + σ²) I) for every sample and component: (B, K), float64."
-        xf, means, _, weights, var = self._prep(x, sigma)
-        d2 = ((xf[:, None, :] - means[None]) ** 2).sum(-1)
-        return weights.log() - 0.5 * d2 / var - 0.5 * xf.shape[1] * torch.log(2 * math.pi * var)
+@patch
+def component_log_probs(self: GaussianMixture, x: torch.Tensor, sigma) -> torch.Tensor:
+    "log w_k + log N(x; μ_k, (s_k² + σ²) I) for every sample and component: (B, K), float64."
+    xf, means, _, weights, var = self._prep(x, sigma)
+    d2 = ((xf[:, None, :] - means[None]) ** 2).sum(-1)
+    return weights.log() - 0.5 * d2 / var - 0.5 * xf.shape[1] * torch.log(2 * math.pi * var)
 
-    def log_prob(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        "log p_σ(x), (B,) float64."
-        return torch.logsumexp(self.component_log_probs(x, sigma), 1)
+@patch
+def log_prob(self: GaussianMixture, x: torch.Tensor, sigma) -> torch.Tensor:
+    "log p_σ(x), (B,) float64."
+    return torch.logsumexp(self.component_log_probs(x, sigma), 1)
 
-    def responsibilities(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        "p(k | x) at noise level σ: the exact classifier of the components, (B, K) float64."
-        return torch.softmax(self.component_log_probs(x, sigma), 1)
+@patch
+def responsibilities(self: GaussianMixture, x: torch.Tensor, sigma) -> torch.Tensor:
+    "p(k | x) at noise level σ: the exact classifier of the components, (B, K) float64."
+    return torch.softmax(self.component_log_probs(x, sigma), 1)
 
-    def _weights(self, x, sigma, y):
-        if y is None: return self.responsibilities(x, sigma)
-        y = torch.as_tensor(y, device=x.device).reshape(-1).expand(len(x))
-        if y.min() < 0 or y.max() >= len(self.means): raise ValueError(f"GaussianMixture: y={y.tolist()}: expected components in [0, {len(self.means) - 1}]")
-        return torch.nn.functional.one_hot(y.long(), len(self.means)).double()
+# %% ../nbs/09_theory.ipynb #d598c314
+@patch
+def _weights(self: GaussianMixture, x, sigma, y):
+    if y is None: return self.responsibilities(x, sigma)
+    y = torch.as_tensor(y, device=x.device).reshape(-1).expand(len(x))
+    if y.min() < 0 or y.max() >= len(self.means): raise ValueError(f"GaussianMixture: y={y.tolist()}: expected components in [0, {len(self.means) - 1}]")
+    return torch.nn.functional.one_hot(y.long(), len(self.means)).double()
 
-    def score(self, x: torch.Tensor, sigma, y=None) -> torch.Tensor:
-        "∇_x log p_σ(x) in closed form (of component y alone when given): Σ_k p(k|x) (μ_k − x)/(s_k² + σ²)."
-        xf, means, _, _, var = self._prep(x, sigma)
-        r = self._weights(x, sigma, y) / var
-        return (r @ means - r.sum(1, keepdim=True) * xf).reshape(x.shape).to(x.dtype)
+@patch
+def score(self: GaussianMixture, x: torch.Tensor, sigma, y=None) -> torch.Tensor:
+    "∇_x log p_σ(x) in closed form (of component y alone when given): Σ_k p(k|x) (μ_k − x)/(s_k² + σ²)."
+    xf, means, _, _, var = self._prep(x, sigma)
+    r = self._weights(x, sigma, y) / var
+    return (r @ means - r.sum(1, keepdim=True) * xf).reshape(x.shape).to(x.dtype)
 
-    def denoiser(self, x: torch.Tensor, sigma, y=None) -> torch.Tensor:
-        "E[x_0 | x] (given component y when given) from each component's Gaussian posterior μ_k + s_k²/(s_k² + σ²)(x − μ_k)."
-        xf, means, stds, _, var = self._prep(x, sigma)
-        r, keep = self._weights(x, sigma, y), stds[None] ** 2 / var                     # (B, K) each
-        return (r @ means + (r * keep).sum(1, keepdim=True) * xf - (r * keep) @ means).reshape(x.shape).to(x.dtype)
+@patch
+def denoiser(self: GaussianMixture, x: torch.Tensor, sigma, y=None) -> torch.Tensor:
+    "E[x_0 | x] (given component y when given) from each component's Gaussian posterior μ_k + s_k²/(s_k² + σ²)(x − μ_k)."
+    xf, means, stds, _, var = self._prep(x, sigma)
+    r, keep = self._weights(x, sigma, y), stds[None] ** 2 / var                     # (B, K) each
+    return (r @ means + (r * keep).sum(1, keepdim=True) * xf - (r * keep) @ means).reshape(x.shape).to(x.dtype)
 
-    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor: return self.denoiser(x, sigma)
+@patch
+def __call__(self: GaussianMixture, x: torch.Tensor, sigma) -> torch.Tensor: return self.denoiser(x, sigma)
 
 # %% ../nbs/09_theory.ipynb #a6d0edff
 def pf_ode_drift(denoiser, x: torch.Tensor, sigma) -> torch.Tensor:
