@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 import emoji as emoji_lib
-from .core import runs_dir
+from .core import runs_dir, resolve_file
 from .data import to_model_range
 
 # %% auto #0
@@ -29,13 +29,8 @@ FONT_SIZE = 109                      # the only size at which FreeType opens Not
 
 def emoji_font_path(path=None) -> Path:
     "The colour emoji font: `path`, else `$LDM_EMOJI_FONT`, else Debian's `fonts-noto-color-emoji`."
-    env = os.environ.get('LDM_EMOJI_FONT')
-    p, origin = ((Path(path), 'the path passed in') if path is not None else
-                 (Path(env), 'LDM_EMOJI_FONT') if env else (DEBIAN_EMOJI_FONT, 'the Debian default'))
-    if p.is_file(): return p
-    raise FileNotFoundError(
-        f"colour emoji font {p} ({origin}) not found. Install it with `sudo apt-get install fonts-noto-color-emoji` "
-        f"(Debian/Ubuntu; it lands in {DEBIAN_EMOJI_FONT}) or set LDM_EMOJI_FONT to a colour emoji .ttf file.")
+    return resolve_file(path, 'LDM_EMOJI_FONT', DEBIAN_EMOJI_FONT, 'colour emoji font', 'sudo apt-get install fonts-noto-color-emoji',
+                        'a colour emoji .ttf file')
 
 def load_emoji_font(path=None) -> ImageFont.FreeTypeFont:
     "Open the colour emoji font at `FONT_SIZE` (with the Raqm layout when present, so ZWJ sequences and flags join)."

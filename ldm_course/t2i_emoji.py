@@ -4,11 +4,11 @@
 
 # %% ../nbs/15_text_to_image_emoji.ipynb #89fdfa6c
 from __future__ import annotations
-import dataclasses, os
+import dataclasses
 from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from .core import pick
+from .core import pick, resolve_file
 from .data import to_model_range
 from .training import load_or_train, Trainer
 from .classifier import Classifier, ClassifierConfig, classifier_loss, accuracy, random_shift_flip
@@ -28,12 +28,8 @@ DEBIAN_EMOJI_TEST = Path('/usr/share/unicode/emoji/emoji-test.txt')
 
 def emoji_test_path(path=None) -> Path:
     "Unicode's emoji-test.txt: `path`, else `$LDM_EMOJI_TEST`, else Debian's `unicode-data` copy."
-    env = os.environ.get('LDM_EMOJI_TEST')
-    p, origin = ((Path(path), 'the path passed in') if path is not None else
-                 (Path(env), 'LDM_EMOJI_TEST') if env else (DEBIAN_EMOJI_TEST, 'the Debian default'))
-    if p.is_file(): return p
-    raise FileNotFoundError(f"emoji-test.txt {p} ({origin}) not found. Install it with `sudo apt install unicode-data` "
-                            f"(Debian/Ubuntu; it lands in {DEBIAN_EMOJI_TEST}) or set LDM_EMOJI_TEST to a copy of Unicode's emoji-test.txt.")
+    return resolve_file(path, 'LDM_EMOJI_TEST', DEBIAN_EMOJI_TEST, 'emoji-test.txt', 'sudo apt install unicode-data',
+                        "a copy of Unicode's emoji-test.txt")
 
 def parse_emoji_test(path=None) -> dict[str, tuple[str, str]]:
     "Every emoji of emoji-test.txt (all statuses) -> (group, subgroup)."
