@@ -128,6 +128,7 @@ class Encoder(nn.Module):
         self.out = nn.Sequential(_norm(ci, c.norm_groups), nn.SiLU(), nn.Conv2d(ci, 2 * c.latent_channels, 3, padding=1))
     def forward(self, x): return self.out(self.mid(self.levels(self.conv_in(x))))
 
+# %% ../nbs/06_vae.ipynb #7f42c2da
 class Decoder(nn.Module):
     def __init__(self, c: VAEConfig):
         super().__init__()
@@ -149,6 +150,7 @@ class Decoder(nn.Module):
         h = self.out(self.levels(self.mid(self.conv_in(z))))
         return torch.tanh(h) if self.tanh else h
 
+# %% ../nbs/06_vae.ipynb #159fcf96
 class AutoencoderKL(nn.Module):
     "The VAE: `encode(x) -> DiagonalGaussian`, `decode(z) -> images in [-1, 1]`, `forward(x) -> (recon, posterior)`."
     def __init__(self, config: VAEConfig = VAEConfig()):
