@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 import torch
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'cosine_betas', 'make_betas', 'rescale_zero_terminal_snr', 'NoiseScheduler',
@@ -69,59 +70,69 @@ class NoiseScheduler:
         return dict(num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
                     rescale_zero_snr=self.rescale_zero_snr)
 
-    def check_t(self, t, n: int | None = None) -> torch.Tensor:
-        "Validate integer timesteps in [0, T-1] (one per sample when `n` is given); returns a long tensor."
-        t = torch.as_tensor(t)
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise TypeError(f"timesteps must be integers in [0, {self.num_train_timesteps - 1}], got dtype {t.dtype}")
-        if t.numel() and (t.min() < 0 or t.max() >= self.num_train_timesteps):
-            raise ValueError(f"timesteps must be in [0, {self.num_train_timesteps - 1}], got min {int(t.min())}, max {int(t.max())}")
-        if n is not None:
-            if t.ndim == 0: t = t.expand(n)
-            if t.shape != (n,): raise ValueError(f"expected one timestep per sample, shape ({n},), got {tuple(t.shape)}")
-        return t.long()
+# %% ../nbs/02_scheduler.ipynb #cc1e70ed
+@patch
+def check_t(self: NoiseScheduler, t, n: int | None = None) -> torch.Tensor:
+    "Validate integer timesteps in [0, T-1] (one per sample when `n` is given); returns a long tensor."
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"timesteps must be integers in [0, {self.num_train_timesteps - 1}], got dtype {t.dtype}")
+    if t.numel() and (t.min() < 0 or t.max() >= self.num_train_timesteps):
+        raise ValueError(f"timesteps must be in [0, {self.num_train_timesteps - 1}], got min {int(t.min())}, max {int(t.max())}")
+    if n is not None:
+        if t.ndim == 0: t = t.expand(n)
+        if t.shape != (n,): raise ValueError(f"expected one timestep per sample, shape ({n},), got {tuple(t.shape)}")
+    return t.long()
 
-    def snr(self, t) -> torch.Tensor:
-        "Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t) at integer timesteps t."
-        ab = self.abar[self.check_t(t).cpu()]
-        return ab / (1 - ab)
+@patch
+def snr(self: NoiseScheduler, t) -> torch.Tensor:
+    "Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t) at integer timesteps t."
+    ab = self.abar[self.check_t(t).cpu()]
+    return ab / (1 - ab)
 
-    def _coefs(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.check_t(t, x.shape[0])
-        ab = self.abar.to(x.device)[t.to(x.device)]
-        return _bcast(ab ** 0.5, x), _bcast((1 - ab) ** 0.5, x)
+# %% ../nbs/02_scheduler.ipynb #182d6899
+@patch
+def _coefs(self: NoiseScheduler, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+    t = self.check_t(t, x.shape[0])
+    ab = self.abar.to(x.device)[t.to(x.device)]
+    return _bcast(ab ** 0.5, x), _bcast((1 - ab) ** 0.5, x)
 
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        "Sample q(x_t | x_0): √ᾱ_t · x0 + √(1 - ᾱ_t) · noise."
-        if x0.shape != noise.shape: raise ValueError(f"x0 and noise must have the same shape, got {tuple(x0.shape)} and {tuple(noise.shape)}")
-        # integer images would make the coefficients integers too (√ᾱ_t → 0): the result would be all zeros
-        for k, v in (('x0', x0), ('noise', noise)):
-            if not v.is_floating_point():
-                raise TypeError(f"add_noise: {k} has dtype {v.dtype}; expected floats — convert images to float in [-1, 1] "
-                                "first (e.g. to_model_range for uint8)")
-        if not torch.isfinite(x0).all(): raise ValueError("x0 contains NaN or Inf values")
-        a, s = self._coefs(x0, t)
-        return a * x0 + s * noise
+@patch
+def add_noise(self: NoiseScheduler, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+    "Sample q(x_t | x_0): √ᾱ_t · x0 + √(1 - ᾱ_t) · noise."
+    if x0.shape != noise.shape: raise ValueError(f"x0 and noise must have the same shape, got {tuple(x0.shape)} and {tuple(noise.shape)}")
+    # integer images would make the coefficients integers too (√ᾱ_t → 0): the result would be all zeros
+    for k, v in (('x0', x0), ('noise', noise)):
+        if not v.is_floating_point():
+            raise TypeError(f"add_noise: {k} has dtype {v.dtype}; expected floats — convert images to float in [-1, 1] "
+                            "first (e.g. to_model_range for uint8)")
+    if not torch.isfinite(x0).all(): raise ValueError("x0 contains NaN or Inf values")
+    a, s = self._coefs(x0, t)
+    return a * x0 + s * noise
 
 # %% ../nbs/02_scheduler.ipynb #dcc4f574
 def _check_pred_type(prediction_type: str):
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type={prediction_type!r}: expected one of {PREDICTION_TYPES}")
 
-def _get_velocity(self: NoiseScheduler, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+@patch
+def get_velocity(self: NoiseScheduler, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
     "The v-prediction target √ᾱ_t · ε − √(1 − ᾱ_t) · x0."
     if x0.shape != noise.shape: raise ValueError(f"x0 and noise must have the same shape, got {tuple(x0.shape)} and {tuple(noise.shape)}")
     a, s = self._coefs(x0, t)
     return a * noise - s * x0
 
-def _target(self: NoiseScheduler, x0: torch.Tensor, noise: torch.Tensor, t, prediction_type: str = 'epsilon') -> torch.Tensor:
+@patch
+def target(self: NoiseScheduler, x0: torch.Tensor, noise: torch.Tensor, t, prediction_type: str = 'epsilon') -> torch.Tensor:
     "What a model with this `prediction_type` should output for (x0, noise, t)."
     _check_pred_type(prediction_type)
     if prediction_type == 'epsilon': return noise
     if prediction_type == 'sample': return x0
     return self.get_velocity(x0, noise, t)
 
-def _pred_x0(self: NoiseScheduler, x_t: torch.Tensor, model_out: torch.Tensor, t, prediction_type: str = 'epsilon') -> torch.Tensor:
+# %% ../nbs/02_scheduler.ipynb #864bb2b9
+@patch
+def pred_x0(self: NoiseScheduler, x_t: torch.Tensor, model_out: torch.Tensor, t, prediction_type: str = 'epsilon') -> torch.Tensor:
     "The clean-image estimate x̂0 implied by a model output."
     _check_pred_type(prediction_type)
     if x_t.shape != model_out.shape: raise ValueError(f"model output shape {tuple(model_out.shape)} does not match x_t {tuple(x_t.shape)}")
@@ -131,7 +142,8 @@ def _pred_x0(self: NoiseScheduler, x_t: torch.Tensor, model_out: torch.Tensor, t
     if (a == 0).any(): raise ValueError("x0 from an ε-prediction is undefined where ᾱ_t = 0 (zero terminal SNR): use v_prediction")
     return (x_t - s * model_out) / a
 
-def _pred_eps(self: NoiseScheduler, x_t: torch.Tensor, model_out: torch.Tensor, t, prediction_type: str = 'epsilon') -> torch.Tensor:
+@patch
+def pred_eps(self: NoiseScheduler, x_t: torch.Tensor, model_out: torch.Tensor, t, prediction_type: str = 'epsilon') -> torch.Tensor:
     "The noise estimate ε̂ implied by a model output."
     _check_pred_type(prediction_type)
     if x_t.shape != model_out.shape: raise ValueError(f"model output shape {tuple(model_out.shape)} does not match x_t {tuple(x_t.shape)}")
@@ -141,11 +153,9 @@ def _pred_eps(self: NoiseScheduler, x_t: torch.Tensor, model_out: torch.Tensor, 
     if (s == 0).any(): raise ValueError("ε from an x0-prediction is undefined where 1 - ᾱ_t = 0")
     return (x_t - a * model_out) / s
 
-NoiseScheduler.get_velocity, NoiseScheduler.target = _get_velocity, _target
-NoiseScheduler.pred_x0, NoiseScheduler.pred_eps = _pred_x0, _pred_eps
-
 # %% ../nbs/02_scheduler.ipynb #58807015
-def _sample_timesteps(self: NoiseScheduler, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+@patch
+def sample_timesteps(self: NoiseScheduler, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     "n timesteps drawn uniformly from [0, T-1]."
     return torch.randint(0, self.num_train_timesteps, (n,), generator=generator).to(device)
 
@@ -154,5 +164,3 @@ def noisify(sched: NoiseScheduler, x0: torch.Tensor, generator: torch.Generator 
     t = sched.sample_timesteps(len(x0), generator).to(x0.device)
     eps = torch.randn(x0.shape, generator=generator).to(x0)
     return sched.add_noise(x0, eps, t), t, sched.target(x0, eps, t, prediction_type)
-
-NoiseScheduler.sample_timesteps = _sample_timesteps
