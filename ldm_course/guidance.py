@@ -79,7 +79,6 @@ def drop_conditions(cond: dict, null: dict, p: float = 0.1, generator: torch.Gen
 # %% ../nbs/13_guidance.ipynb #e35f755b
 import dataclasses
 from .core import pick
-from .data import label_grid  # noqa: F401 -- chapter 01's, used by this chapter's cells and the guidance chapters after it
 from .training import Trainer, load_or_train
 from .unet import UNet, UNetConfig
 from .diffusion import DenoiserTrainConfig, DiffusionConfig, diffusion_loss, generate, latent_data, latent_loader, denoiser_configs
