@@ -38,6 +38,7 @@ def resolve_perceptual(choice: str = 'auto') -> str:
     if choice == 'auto': return 'lpips' if lpips_backbone_path() is not None else 'classifier'
     return choice
 
+# %% ../nbs/06_vae_training.ipynb #41469187
 def _unit(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return f / (f.pow(2).sum(1, keepdim=True).sqrt() + eps)
 
@@ -51,6 +52,7 @@ class FeatureDistance(nn.Module):
         maps = self.net.feature_maps(torch.cat([x, y]))
         return sum((_unit(f[:len(x)]) - _unit(f[len(x):])).pow(2).sum(1).mean((1, 2)) for f in maps)
 
+# %% ../nbs/06_vae_training.ipynb #4e8eb898
 class LPIPSDistance(nn.Module):
     "The `lpips` package's LPIPS (grey images repeated to RGB); only built when its backbone is on disk."
     def __init__(self, net: str = 'alex'):
@@ -199,12 +201,14 @@ class PatchDiscriminator(nn.Module):
 def hinge_d_loss(real_logits, fake_logits):
     return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
 
+# %% ../nbs/06_vae_training.ipynb #b4325263
 def adaptive_weight(rec_loss, g_loss, last_layer: torch.Tensor, max_weight: float = 1e4) -> torch.Tensor:
     "LDM's balance: |grad rec| / (|grad g| + 1e-4) at the decoder's last layer, clipped, detached."
     gr = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     gg = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
     return (gr.norm() / (gg.norm() + 1e-4)).clamp(0, max_weight).detach()
 
+# %% ../nbs/06_vae_training.ipynb #d63be9fb
 class VAEGAN(nn.Module):
     "A VAE and its discriminator, trained together by one optimiser (see `vae_gan_loss_fn`)."
     def __init__(self, vae: AutoencoderKL, disc: PatchDiscriminator | None = None):
