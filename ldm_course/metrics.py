@@ -72,6 +72,7 @@ def batched_features(feature_fn, images: torch.Tensor, batch_size: int = 500, de
            for i in range(0, len(images), batch_size)]
     return torch.cat(out)
 
+# %% ../nbs/05_metrics.ipynb #9a4ad6f3
 class Evaluator:
     "FID/KID (and class accuracy) of images against a reference set, in a classifier's feature space."
     def __init__(self, classifier: nn.Module | None = None, reference: torch.Tensor | None = None,
@@ -97,26 +98,30 @@ class Evaluator:
     def fid(self, images: torch.Tensor) -> float:
         return frechet_distance(*feature_stats(self.features(images)), *self.ref_stats)
 
-    def reals_fid(self, n: int) -> float:
-        "FID of n real training images against the reference: the floor at this n."
-        if n > len(self.real_pool): raise ValueError(f"n={n}: only {len(self.real_pool)} real images in the pool")
-        if n not in self._floors: self._floors[n] = self.fid(self.real_pool[:n])   # the same for every evaluation at this n
-        return self._floors[n]
+# %% ../nbs/05_metrics.ipynb #eec56163
+@patch
+def reals_fid(self: Evaluator, n: int) -> float:
+    "FID of n real training images against the reference: the floor at this n."
+    if n > len(self.real_pool): raise ValueError(f"n={n}: only {len(self.real_pool)} real images in the pool")
+    if n not in self._floors: self._floors[n] = self.fid(self.real_pool[:n])   # the same for every evaluation at this n
+    return self._floors[n]
 
-    def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        "How often the classifier sees the class the images were generated for."
-        logits = batched_features(self.classifier, images.float(), device=self.device)
-        return float((logits.argmax(1) == labels.cpu()).float().mean())
+@patch
+def accuracy(self: Evaluator, images: torch.Tensor, labels: torch.Tensor) -> float:
+    "How often the classifier sees the class the images were generated for."
+    logits = batched_features(self.classifier, images.float(), device=self.device)
+    return float((logits.argmax(1) == labels.cpu()).float().mean())
 
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor | None = None, kid_subset: int = 1000) -> dict:
-        "FID, FID of reals at the same n, their ratio, KID (mean, std); accuracy when `labels` are given."
-        f = self.features(images)
-        fid = frechet_distance(*feature_stats(f), *self.ref_stats)
-        reals = self.reals_fid(len(images))
-        kid, kid_std = kid_from_features(f, self.ref_feats, subsets=20, subset_size=min(kid_subset, len(images)))
-        res = dict(n=len(images), fid=fid, fid_reals=reals, fid_ratio=fid / reals, kid=kid, kid_std=kid_std)
-        if labels is not None: res['accuracy'] = self.accuracy(images, labels)
-        return res
+@patch
+def evaluate(self: Evaluator, images: torch.Tensor, labels: torch.Tensor | None = None, kid_subset: int = 1000) -> dict:
+    "FID, FID of reals at the same n, their ratio, KID (mean, std); accuracy when `labels` are given."
+    f = self.features(images)
+    fid = frechet_distance(*feature_stats(f), *self.ref_stats)
+    reals = self.reals_fid(len(images))
+    kid, kid_std = kid_from_features(f, self.ref_feats, subsets=20, subset_size=min(kid_subset, len(images)))
+    res = dict(n=len(images), fid=fid, fid_reals=reals, fid_ratio=fid / reals, kid=kid, kid_std=kid_std)
+    if labels is not None: res['accuracy'] = self.accuracy(images, labels)
+    return res
 
 # %% ../nbs/05_metrics.ipynb #f1d0a002
 def mean_std(xs) -> tuple[float, float]:
@@ -141,6 +146,7 @@ def reals_floor(self: Evaluator, n: int, subsets: int = 3, seed: int = 0) -> lis
     idx = disjoint_subsets(len(self.real_pool), n, subsets, torch.Generator().manual_seed(seed))
     return [self.fid(self.real_pool[i]) for i in idx]
 
+# %% ../nbs/05_metrics.ipynb #20f0cb0d
 @dataclasses.dataclass
 class FIDReport:
     "FIDs of one generator over sampling seeds, beside the reals floor over disjoint real subsets, all at the same n."
