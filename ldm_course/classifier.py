@@ -24,6 +24,7 @@ class ClassifierConfig(Config):
     num_classes: int = 10
     dropout: float = 0.1
 
+# %% ../nbs/04_classifier.ipynb #3826daec
 class ResBlock(nn.Module):
     "Conv-BN-SiLU-Conv-BN plus a (projected) skip connection."
     def __init__(self, ci: int, co: int, stride: int = 1):
@@ -34,6 +35,7 @@ class ResBlock(nn.Module):
     def forward(self, x):
         return F.silu(self.skip(x) + self.bn2(self.conv2(F.silu(self.bn1(self.conv1(x))))))
 
+# %% ../nbs/04_classifier.ipynb #7550e4e1
 class Classifier(nn.Module):
     "ResNet-style classifier; `features` = penultimate vector, `feature_maps` = each stage's output."
     def __init__(self, config: ClassifierConfig = ClassifierConfig()):
