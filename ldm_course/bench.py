@@ -55,6 +55,7 @@ def time_alternating(fns: dict[str, Callable], repeats: int = 5, warmup: int = 1
             times[n].append(time.perf_counter() - t0)
     return times
 
+# %% ../nbs/18_benchmarks.ipynb #b77c1bc9
 def medians(times: dict[str, list[float]]) -> dict[str, float]:
     "Median seconds of each entry of `time_alternating`'s result."
     return {k: statistics.median(v) for k, v in times.items()}
@@ -133,6 +134,7 @@ def check_param_match(ours: nn.Module, theirs: nn.Module, tol: float = 0.05, nam
     if rel > tol: raise AssertionError(f"{name}: parameter counts differ by {100 * rel:.1f}% (course {a:,}, diffusers {b:,}); expected within {100 * tol:g}%")
     return a, b
 
+# %% ../nbs/18_benchmarks.ipynb #3e87a46d
 def matched_diffusers_unet(cfg: UNetConfig, reference: nn.Module | None = None, verbose: bool = True) -> nn.Module:
     "diffusers UNet2DModel (or UNet2DConditionModel when `cfg.context_dim`) with our U-Net's architecture; asserts params within 5%."
     d = _diffusers()
@@ -347,6 +349,7 @@ def matched_diffusers_vae(vcfg: VAEConfig, verbose: bool = True) -> tuple[nn.Mod
     check_param_match(dec.decoder, theirs.decoder, name='VAE decoder', verbose=verbose)
     return theirs.eval(), enc.eval(), dec.eval()
 
+# %% ../nbs/18_benchmarks.ipynb #03a1775d
 @torch.no_grad()
 def bench_vae(vcfg: VAEConfig, batch: int = 32, device='cpu', repeats: int = 3, autocast_dtype: torch.dtype | None = None,
               verbose: bool = True) -> list[dict]:
@@ -393,6 +396,7 @@ def unet_pair(size: str = 'quick', conditional: bool = False, seed: int = 0, ver
     ours = cls(cfg)
     return cfg, ours, matched_diffusers_unet(cfg, reference=ours, verbose=verbose)
 
+# %% ../nbs/18_benchmarks.ipynb #b360cf2a
 _DTYPES = {'float32': None, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 def _parser():
@@ -416,6 +420,7 @@ def _parser():
     p.add_argument('--out', default=None, help="write all results to this JSON file")
     return p
 
+# %% ../nbs/18_benchmarks.ipynb #f8c48998
 def main(argv=None) -> dict:
     "CLI entry point (`ldm-bench`): run the benchmarks, print tables, optionally write JSON; returns the results."
     a = _parser().parse_args(argv)
@@ -457,6 +462,7 @@ def main(argv=None) -> dict:
         print(f"\nresults written to {a.out}")
     return res
 
+# %% ../nbs/18_benchmarks.ipynb #f43d89e4
 def console_main(argv=None) -> None:
     "Console script `ldm-bench`: `main` without its return value (a console script's return value becomes its exit status)."
     main(argv)
@@ -516,6 +522,7 @@ def random_latents(shape, n_classes: int | None = None, context: tuple[int, int]
         return z, torch.randn(n, w, generator=_g(i + 7)), torch.arange(n) < (3 if i % 2 == 0 else n)   # prompts of 3 and n tokens
     return item
 
+# %% ../nbs/18_benchmarks.ipynb #26f17f58
 def denoiser_inputs(batch, task: str) -> tuple[torch.Tensor, dict]:
     "(latents, conditions) of a batch of `random_latents` for a denoiser trained for `task` (the recipes' task names)."
     if task == 'text_to_image': return batch[0], {'context': batch[1], 'context_mask': batch[2]}
@@ -682,6 +689,7 @@ def fit_timeboxed(trainer, seconds: float, **kw) -> dict:
     return {'steps': trainer.step, 'configured_steps': configured, 'planned_steps': box.planned,
             'stopped_by': box.stopped_by or 'finished', 'seconds': box.clock() - box.t0, 'time_box_s': seconds}
 
+# %% ../nbs/18_benchmarks.ipynb #f9f31c66
 class StageTimeout(Exception):
     "Raised by `time_limit` when a block runs past its time."
 
@@ -844,6 +852,7 @@ def _runbook_chain(plan, device, stage, box, left, S, dry_run):
     stage('denoiser', lambda: timed('denoiser', _build_seeded(UNet, dm, dt.seed), lambda m, b: diffusion_loss(m, b[0], dt, sched),
                                     latent_loader(S['latents'], S['scale'], dt), dt), need['denoiser'], requires=('latents',))
 
+# %% ../nbs/18_benchmarks.ipynb #2c4bfd9f
 class _NoTime(Exception):
     "A stage found, once it could compute its share, that the share is too short to be worth starting."
 
