@@ -130,6 +130,7 @@ def _cache_key(font: Path, size: int) -> dict:
     return {'font': str(font.resolve()), 'font_bytes': st.st_size, 'font_mtime': int(st.st_mtime), 'size': size,
             'emoji': emoji_lib.__version__, 'pillow': PIL.__version__, 'render_version': RENDER_VERSION}
 
+# %% ../nbs/14_emoji.ipynb #3d71664b
 def emoji_images(size: int = 32, font_path=None, cache_dir=None, rebuild: bool = False) -> EmojiImages:
     "All drawable emoji as uint8 images with captions, rendered once and then loaded from the cache."
     if not isinstance(size, int) or size < 8: raise ValueError(f"size={size!r}: expected an int >= 8 (pixels)")
