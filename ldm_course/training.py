@@ -22,8 +22,8 @@ from .loggers import Logger, check_logger_spec, make_logger
 from .data import IDX_DATASETS, idx_run_name, training_on
 
 # %% auto #0
-__all__ = ['ADAMW_IMPLS', 'PRECISIONS', 'TRAIN_RANGES', 'METRICS_NAME', 'MAX_SKIPPED_STEPS', 'check_train_ranges', 'TrainConfig',
-           'idx_dataset_of', 'lr_at', 'ema_decay_at', 'ema_update', 'adamw', 'resolve_precision',
+__all__ = ['ADAMW_IMPLS', 'PRECISIONS', 'TRAIN_RANGES', 'METRICS_NAME', 'MAX_SKIPPED_STEPS', 'check_train_ranges',
+           'idx_dataset_of', 'TrainConfig', 'lr_at', 'ema_decay_at', 'ema_update', 'adamw', 'resolve_precision',
            'compile_failed_message', 'compile_or_eager', 'read_metrics', 'metric_series', 'plot_metrics',
            'batch_stream', 'to_device', 'every', 'sample_grid', 'decay_groups', 'Trainer', 'step_seed', 'fit',
            'load_or_train']
@@ -65,6 +65,12 @@ def check_train_ranges(cfg: 'TrainConfig'):
         raise ValueError(f"{name}.bf16=False (no autocast) but precision={cfg.precision!r}: expected precision 'auto' or 'fp32' with bf16=False, or bf16=True")
     unknown = sorted(set(cfg.cosmetic) - {f.name for f in dataclasses.fields(cfg)})
     if unknown: raise ValueError(f"{name}.cosmetic names {unknown}: expected names of {name}'s own fields")
+
+# %% ../nbs/03_training.ipynb #ad24de67
+def idx_dataset_of(tc: TrainConfig) -> str | None:
+    "The built-in dataset of chapter 01 ('fashion', 'mnist') a train config names; None for a config of other data (its class sets another default)."
+    default = next((f.default for f in dataclasses.fields(tc) if f.name == 'dataset'), None)
+    return tc.dataset if default == 'fashion' else None
 
 # %% ../nbs/03_training.ipynb #d0090dcb
 @dataclasses.dataclass
@@ -113,11 +119,6 @@ class TrainConfig(Config):
         base = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
         # left out only where this class's default is TrainConfig's too (a text-to-image config always writes its dataset)
         return {k: v for k, v in d.items() if k not in self.optional or not v == own[k] == base[k]}
-
-def idx_dataset_of(tc: TrainConfig) -> str | None:
-    "The built-in dataset of chapter 01 ('fashion', 'mnist') a train config names; None for a config of other data (its class sets another default)."
-    default = next((f.default for f in dataclasses.fields(tc) if f.name == 'dataset'), None)
-    return tc.dataset if default == 'fashion' else None
 
 # %% ../nbs/03_training.ipynb #57dff020
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
@@ -330,16 +331,17 @@ class Trainer:
         self._compiling, self._skipped_in_row = self.train_model is not self.model, 0
         self.step, self.history, self.last_eval, self.saved_step = 0, [], {}, None
 
-    @property
-    def ckpt_path(self): return self.run_dir/CKPT_NAME if self.run_dir is not None else None
-    @property
-    def eval_model(self): return self.ema if self.ema is not None else self.model
-    @property
-    def finished(self): return self.step >= self.total_steps
-    @property
-    def is_main(self) -> bool:
-        "True on the process that writes checkpoints, metrics and logs (rank 0; the only one without DDP)."
-        return self.rank == 0
+# %% ../nbs/03_training.ipynb #4052b577
+@patch(as_prop=True)
+def ckpt_path(self: Trainer): return self.run_dir/CKPT_NAME if self.run_dir is not None else None
+@patch(as_prop=True)
+def eval_model(self: Trainer): return self.ema if self.ema is not None else self.model
+@patch(as_prop=True)
+def finished(self: Trainer): return self.step >= self.total_steps
+@patch(as_prop=True)
+def is_main(self: Trainer) -> bool:
+    "True on the process that writes checkpoints, metrics and logs (rank 0; the only one without DDP)."
+    return self.rank == 0
 
 # %% ../nbs/03_training.ipynb #574aa744
 @patch
