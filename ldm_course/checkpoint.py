@@ -54,6 +54,7 @@ def _tensors_of(state: dict, prefix: str) -> dict:
     # clone: safetensors refuses tensors that share memory (tied weights)
     return {f"{prefix}{k}": v.detach().to('cpu', copy=True).contiguous() for k, v in state.items() if torch.is_tensor(v)}
 
+# %% ../nbs/03_checkpoint.ipynb #d3d25a14
 SAVE_PAUSE_ENV = 'LDM_SAVE_PAUSE_S'   # fault-injection hook for tests: seconds to sleep between writing and renaming
 
 def _atomic_save_file(tensors: dict, path: Path, meta: dict):
@@ -67,6 +68,7 @@ def _atomic_save_file(tensors: dict, path: Path, meta: dict):
     except (OSError, SafetensorError) as e:
         raise _write_error(path, tmp, e, f"the previous {path.name} there, if any, is unchanged") from None
 
+# %% ../nbs/03_checkpoint.ipynb #3be46185
 def save_checkpoint(path, model: nn.Module, meta: dict, ema: nn.Module | None = None, optimizer=None) -> Path:
     "Write tensors + JSON metadata to one safetensors file, atomically."
     path = Path(path)
