@@ -131,6 +131,7 @@ def _check_type(key: str, value, tp):
         raise TypeError(f"config key {key!r}: expected a {tp.__name__} or a dict, got {value!r}")
     return value
 
+# %% ../nbs/00_core.ipynb #8800ffaf
 @dataclasses.dataclass
 class Config:
     "Base class of every config in the course: typed, JSON round-trip, clear errors for unknown keys."
