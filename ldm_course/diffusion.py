@@ -12,6 +12,7 @@ from .scheduler import NoiseScheduler, PREDICTION_TYPES
 from .training import TrainConfig, Trainer, load_or_train
 from .unet import UNet, UNetConfig, unet_config
 from .samplers import as_denoiser, get_sampler, get_sigmas, prior_sample
+from .latents import denormalize_latents
 from torch.utils.data import DataLoader
 
 # %% auto #0
@@ -70,7 +71,8 @@ def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp
              class_labels: torch.Tensor | None = None, callback=None, batch_size: int = 500,
              cond: dict | None = None, guide=None, x_T: torch.Tensor | None = None, schedule: str = 'trailing',
              wrap=None, **sampler_kw) -> torch.Tensor:
-    """Sample n latents with a named sampler on a named σ `schedule` (chapter 09); decoded to images in [-1, 1] when a `vae` is given.
+    """Sample n latents with a named sampler on a named σ `schedule` (chapter 09); decoded to images in [-1, 1] when a `vae` is given
+    (after undoing `scale`: the global factor, or chapter 07's per-channel `ChannelNorm`).
 
     Conditions are per-sample tensors: `class_labels` (n,) and/or `cond` (a dict of model keyword arguments, each with
     n rows, e.g. `context`, `context_mask`); they are sliced per batch like the noise. `guide(unet, cond_batch)`
@@ -100,7 +102,7 @@ def generate(unet: nn.Module, dc: DiffusionConfig, n: int, sampler: str = 'dpmpp
         if wrap is not None: denoiser = wrap(denoiser, c)
         z = sample_fn(denoiser, prior_sample(x.to(dev), sigmas), sigmas, generator=generator,
                       callback=callback if i == 0 else None, **sampler_kw)
-        outs.append(vae.decode(z / scale).clamp(-1, 1) if vae is not None else z)
+        outs.append(vae.decode(denormalize_latents(z, scale)).clamp(-1, 1) if vae is not None else z)
     return torch.cat(outs).cpu()
 
 # %% ../nbs/10_diffusion.ipynb #260999d2

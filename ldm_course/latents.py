@@ -16,8 +16,9 @@ from .data import IdxImages, active_dataset, idx_run_name, idx_source
 from .checkpoint import CKPT_NAME, read_checkpoint, set_checkpoint_extra
 
 # %% auto #0
-__all__ = ['vae_fingerprint', 'encode_dataset', 'read_latents', 'LatentDataset', 'latents_dataset', 'dataset_vae',
-           'cached_latents', 'latent_stats', 'store_scale_factor', 'vae_scale_factor']
+__all__ = ['vae_fingerprint', 'encode_dataset', 'read_latents', 'normalize_latents', 'denormalize_latents', 'LatentDataset',
+           'latents_dataset', 'dataset_vae', 'cached_latents', 'latent_stats', 'store_scale_factor', 'vae_scale_factor',
+           'ChannelNorm', 'channel_norm']
 
 # %% ../nbs/07_latents.ipynb #cbc4e57a
 def vae_fingerprint(vae: nn.Module) -> str:
@@ -54,16 +55,24 @@ def read_latents(path) -> tuple[dict, dict]:
     return t, meta
 
 # %% ../nbs/07_latents.ipynb #cf5fb817
+def normalize_latents(z: torch.Tensor, norm) -> torch.Tensor:
+    "The denoiser's latents from the VAE's: z * s for a global factor s (a float), `norm.normalize(z)` for a per-channel `ChannelNorm` (below)."
+    return norm.normalize(z) if hasattr(norm, 'normalize') else z * norm
+
+def denormalize_latents(z: torch.Tensor, norm) -> torch.Tensor:
+    "The VAE's latents from the denoiser's, before decoding: the inverse of `normalize_latents`."
+    return norm.denormalize(z) if hasattr(norm, 'denormalize') else z / norm
+
 class LatentDataset(Dataset):
-    "Latents from a cache written by `encode_dataset`: (scale * (mean + std * noise) or scale * mean, label)."
-    def __init__(self, path, sample: bool = True, scale: float = 1.0):
+    "Latents from a cache written by `encode_dataset`: (normalised mean + std * noise, or normalised mean, label); `scale`: the global factor, or a per-channel `ChannelNorm` (below)."
+    def __init__(self, path, sample: bool = True, scale: float | ChannelNorm = 1.0):
         t, self.meta = read_latents(path)
         self.mean, self.std, self.labels = t['mean'], torch.exp(0.5 * t['logvar'].clamp(-30, 20)), t['labels']
         self.sample, self.scale = sample, scale
     def __len__(self): return len(self.mean)
     def __getitem__(self, i):
         z = self.mean[i] + self.std[i] * torch.randn_like(self.std[i]) if self.sample else self.mean[i]
-        return self.scale * z, self.labels[i]
+        return normalize_latents(z, self.scale), self.labels[i]
 
 # %% ../nbs/07_latents.ipynb #f8fd964a
 def latents_dataset(dataset: str | None = None, vae: nn.Module | None = None) -> str:
@@ -122,3 +131,25 @@ def vae_scale_factor(ckpt=None, dataset: str = 'fashion') -> float:
     extra = read_checkpoint(ckpt)[0].get('extra', {})
     if 'scale_factor' not in extra: raise KeyError(f"{ckpt}: no scale_factor stored; expected one from store_scale_factor (chapter 07)")
     return float(extra['scale_factor'])
+
+# %% ../nbs/07_latents.ipynb #033d0bc1
+class ChannelNorm:
+    "Per-channel latent normalisation z' = (z - mean) / std, one (mean, std) per latent channel."
+    def __init__(self, mean, std):
+        self.mean, self.std = (torch.as_tensor(v, dtype=torch.float32).flatten() for v in (mean, std))
+        if self.mean.shape != self.std.shape or not (self.std > 0).all():
+            raise ValueError(f"ChannelNorm: expected one mean and one positive std per channel, got {self.mean.tolist()} and {self.std.tolist()}")
+    def __repr__(self): return f"ChannelNorm(mean={[round(v, 4) for v in self.mean.tolist()]}, std={[round(v, 4) for v in self.std.tolist()]})"
+    def _view(self, v: torch.Tensor, z: torch.Tensor) -> torch.Tensor:     # (C,) shaped to broadcast over (..., C, h, w)
+        if z.ndim < 3 or z.shape[-3] != len(v): raise ValueError(f"ChannelNorm of {len(v)} channels: expected latents (..., {len(v)}, h, w), got {tuple(z.shape)}")
+        return v.to(z.device, z.dtype).view(-1, 1, 1)
+    def normalize(self, z): return (z - self._view(self.mean, z)) / self._view(self.std, z)
+    def denormalize(self, z): return z * self._view(self.std, z) + self._view(self.mean, z)
+
+def channel_norm(path, mean_only: bool = False) -> ChannelNorm:
+    "Per-channel mean and std of the latents in a cache (sampled latents unless mean_only: the law of total variance per channel)."
+    t, _ = read_latents(path)
+    mu, var = t['mean'].double(), torch.exp(t['logvar'].double().clamp(-30, 20))
+    dims = (0, *range(2, mu.ndim))
+    total = mu.var(dims) + (0 if mean_only else var.mean(dims))
+    return ChannelNorm(mu.mean(dims), total.sqrt())
