@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import torch
+from fastcore.basics import patch
 from .core import default_device
 from .checkpoint import save_checkpoint, load_weights, read_checkpoint, CKPT_NAME
 from .vae import AutoencoderKL, VAEConfig
@@ -57,7 +58,8 @@ class LDMPipeline:
                 f"{self.diffusion_config.prediction_type}, sampler={self.sampler!r}, size={self.default_size})")
 
 # %% ../nbs/16_pipeline.ipynb #5fa1c06b
-def _save_pretrained(self: LDMPipeline, path) -> Path:
+@patch
+def save_pretrained(self: LDMPipeline, path) -> Path:
     "Write the pipeline to directory `path` (safetensors weights + JSON configs)."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path/'unet'/CKPT_NAME, self.unet, {'model_config': self.unet.config.to_dict(), 'finished': True})
@@ -92,7 +94,6 @@ def _from_pretrained(cls, path, device=None, text_encoder: TextEncoder | None = 
                                 f"text_encoder=TextEncoder({te['name_or_path']!r}, max_length={te['max_length']})") from None
     return cls(*models, enc, spec['scale_factor'], dc, spec['sampler'], device, spec.get('schedule', 'trailing'))
 
-LDMPipeline.save_pretrained = _save_pretrained
 LDMPipeline.from_pretrained = classmethod(_from_pretrained)
 
 # %% ../nbs/16_pipeline.ipynb #7ffa72bf
@@ -127,8 +128,9 @@ def _from_diffusers(cls, path, device=None, sampler: str | None = None, schedule
 LDMPipeline.from_diffusers = classmethod(_from_diffusers)
 
 # %% ../nbs/16_pipeline.ipynb #b6e0738e
+@patch
 @torch.no_grad()
-def _call(self: LDMPipeline, prompt, negative_prompt=None, guidance_scale: float = 4.0, num_inference_steps: int = 25,
+def __call__(self: LDMPipeline, prompt, negative_prompt=None, guidance_scale: float = 4.0, num_inference_steps: int = 25,
           sampler: str | None = None, seed: int | None = 0, generator: torch.Generator | None = None,
           height: int | None = None, width: int | None = None, num_images_per_prompt: int = 1, latents: torch.Tensor | None = None,
           guidance_rescale: float = 0.0, output_type: str = 'pil', callback=None):
@@ -161,7 +163,6 @@ def _call(self: LDMPipeline, prompt, negative_prompt=None, guidance_scale: float
                  callback=callback, x_T=latents, schedule=self.schedule)
     return _to_pil(x) if output_type == 'pil' else x
 
-LDMPipeline.__call__ = _call
 
 # %% ../nbs/16_pipeline.ipynb #57b7a4e6
 def prompt_panel(pipe: LDMPipeline, prompt: str = 'a large red circle in the center', n: int = 4):
