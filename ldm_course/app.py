@@ -83,6 +83,5 @@ def console_main(argv=None):
     try: serve(demo, a.host, a.port, a.share)
     except OSError as e: raise SystemExit(f"ldm-app: {e}") from None
 
-# %% ../nbs/20_app.ipynb #257a7dbe
 if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', None) == 'ldm_course.app':
     console_main()   # `python -m ldm_course.app --pipeline DIR`; not when this notebook runs
