@@ -58,7 +58,6 @@ from .training import Trainer, load_or_train
 from .diffusion import DenoiserTrainConfig, DiffusionConfig, generate, latent_data, latent_loader
 from .guidance import CFG, class_denoiser_configs
 
-# %% ../nbs/13_guidance_classifier.ipynb #d555bfc5
 @dataclasses.dataclass
 class NoisyClassifierConfig(Config):
     "A noise-conditional classifier p(y | x_t, t) on latents: the U-Net's down path (chapter 08's blocks), pooled, then a linear head."
@@ -78,6 +77,7 @@ class NoisyClassifierConfig(Config):
         if not self.channel_mult or min(self.channel_mult) < 1: raise ValueError(f"config key 'channel_mult': expected positive ints, got {self.channel_mult}")
         if not 0 <= self.dropout < 1: raise ValueError(f"config key 'dropout': expected 0 <= dropout < 1, got {self.dropout}")
 
+# %% ../nbs/13_guidance_classifier.ipynb #d555bfc5
 class NoisyClassifier(nn.Module):
     "`model(x_t, t)` -> class logits (B, num_classes) for latents x_t noised to timesteps t."
     def __init__(self, config: NoisyClassifierConfig | None = None):
