@@ -83,7 +83,6 @@ from .training import Trainer, load_or_train
 from .unet import UNet, UNetConfig
 from .diffusion import DenoiserTrainConfig, DiffusionConfig, diffusion_loss, generate, latent_data, latent_loader, denoiser_configs
 
-# %% ../nbs/13_guidance.ipynb #3e743646
 @dataclasses.dataclass
 class GuidedTrainConfig(DenoiserTrainConfig):
     "A class-conditional denoiser run: a denoiser run of chapter 10 plus the probability of training on the null class."
@@ -99,6 +98,7 @@ def _num_classes(unet: nn.Module, what: str) -> int:
     if n is None: raise ValueError(f"{what}: the U-Net has no class embedding (config num_classes=None): expected a class-conditional model")
     return n
 
+# %% ../nbs/13_guidance.ipynb #3e743646
 def train_class_denoiser(model: UNet, tc: GuidedTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
     "Train a class-conditional U-Net on (latent, label) pairs, labels dropped to the null class with p = `tc.cond_dropout`."
     null = {'class_labels': torch.tensor([_num_classes(model, 'train_class_denoiser')])}
