@@ -173,6 +173,7 @@ def pretrained_vae_folder(value: str) -> Path:
     raise FileNotFoundError(f"vae={value!r}: no config.json in {p/'vae'} or {p}; expected a diffusers-format model folder "
                             "(vae/config.json and its safetensors weights) or that vae/ folder itself")
 
+# %% ../nbs/19_recipes.ipynb #b1a51deb
 def recipe_config(name_or_path, overrides=()) -> tuple[DictConfig, list[str], Path]:
     "(typed config, keys given, file) of a recipe: its file(s), then the `key=value` overrides, set key by key on the task's schema."
     path = find_recipe(name_or_path)
