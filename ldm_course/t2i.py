@@ -167,6 +167,7 @@ class TextToImageTrainConfig(DenoiserTrainConfig):
 def text_encoder_for(tc: TextToImageTrainConfig) -> TextEncoder:
     return TextEncoder(tc.text_encoder or None, max_length=tc.max_length)
 
+# %% ../nbs/15_text_to_image.ipynb #bbdaece7
 def text_to_image_data(tc: TextToImageTrainConfig, verbose: bool = False, vae: AutoencoderKL | None = None,
                        encoder: TextEncoder | None = None):
     "(vae, latents path, latent normalisation (the scale factor, or a ChannelNorm when tc.latent_norm == 'channel'), embedding cache, row of each image's caption, null embedding) for a run.\n\n    `vae` defaults to `pretrained_image_vae(tc.dataset)` (it must be the one saved in runs_dir(f'vae_{dataset}')), `encoder` to `text_encoder_for(tc)`."
@@ -182,6 +183,7 @@ def text_to_image_data(tc: TextToImageTrainConfig, verbose: bool = False, vae: A
     cache = cache_embeddings(data.captions, enc, d/f'captions_{len(data)}_{tc.max_length}.safetensors', verbose=verbose)
     return vae, path, scale, cache, cache.index(data.captions), enc.encode([''])
 
+# %% ../nbs/15_text_to_image.ipynb #b8178436
 def caption_loss(tc: TextToImageTrainConfig, rows: torch.Tensor, cache, null):
     "The text-to-image loss: diffusion loss of (latents, image index) batches on their caption embeddings (`cache[rows[index]]`), captions dropped to `null` with tc.cond_dropout."
     sched, nullc = tc.scheduler(), {'context': null.tokens, 'context_mask': null.mask}
@@ -200,6 +202,7 @@ def train_text_denoiser(model: TextUNet, tc: TextToImageTrainConfig, run_dir, ca
         raise ValueError(f"text encoder hidden size {cache.emb.tokens.shape[-1]} does not match the U-Net's context_dim={model.config.context_dim}")
     return Trainer(model, caption_loss(tc, rows, cache, null), latent_loader(path, scale, tc), tc, run_dir=run_dir, callbacks=callbacks).fit()
 
+# %% ../nbs/15_text_to_image.ipynb #5dcf2d23
 def text_to_image_configs(dataset: str = 'shapes') -> tuple[UNetConfig, TextToImageTrainConfig]:
     "The (text U-Net, training) presets, quick or full via `pick`."
     mc = unet_config(context_dim=384, **pick(dict(attention_resolutions=(1, 2)), {}))
