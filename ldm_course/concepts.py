@@ -24,7 +24,7 @@ from .t2i import (caption_loss, CaptionedImages, TextToImageTrainConfig, caption
 __all__ = ['SHOWN_COLORS', 'SHOWN_POSITIONS', 'LORA_TARGETS', 'METHODS', 'LORA_FORMAT', 'EMBEDDING_FORMAT', 'HoldoutTrainConfig',
            'holdout_dataset', 'train_holdout_denoiser', 'pretrained_holdout_denoiser', 'concept_labels',
            'concept_examples', 'eval_prompts', 'concept_scores', 'ConceptEncoder', 'add_lora', 'lora_shapes',
-           'ConceptTrainConfig', 'finetune_loss', 'TIModel', 'finetune', 'save_lora', 'load_lora', 'save_embedding',
+           'ConceptTrainConfig', 'TIModel', 'finetune_loss', 'finetune', 'save_lora', 'load_lora', 'save_embedding',
            'load_embedding']
 
 # %% ../nbs/21_concepts.ipynb #0675e457
@@ -174,6 +174,13 @@ class ConceptTrainConfig(TrainConfig):
         if self.method not in METHODS: raise ValueError(f"config key 'method': {self.method!r}, expected one of {METHODS}")
         if self.prior_weight < 0: raise ValueError(f"config key 'prior_weight': {self.prior_weight}, expected >= 0")
 
+# %% ../nbs/21_concepts.ipynb #b5149c98
+class TIModel(nn.Module):
+    "What the Trainer optimises for textual inversion: the frozen U-Net and the encoder's new rows."
+    def __init__(self, unet: nn.Module, encoder: ConceptEncoder):
+        super().__init__(); self.unet, self.vectors = unet.requires_grad_(False), encoder.vectors
+
+# %% ../nbs/21_concepts.ipynb #07de2b41
 def finetune_loss(dc: DiffusionConfig, z: torch.Tensor, captions: list[str], encoder: TextEncoder, prior=None, prior_weight: float = 0.0):
     "loss(m, (idx,)) on examples (latents z, captions); plus prior_weight × the loss on a batch of prior (latents, embeddings)."
     sched = dc.scheduler()
@@ -191,11 +198,6 @@ def finetune_loss(dc: DiffusionConfig, z: torch.Tensor, captions: list[str], enc
             loss, logs = loss + prior_weight * lp, {**logs, 'prior': lp.detach()}
         return loss, logs
     return loss_fn
-
-class TIModel(nn.Module):
-    "What the Trainer optimises for textual inversion: the frozen U-Net and the encoder's new rows."
-    def __init__(self, unet: nn.Module, encoder: ConceptEncoder):
-        super().__init__(); self.unet, self.vectors = unet.requires_grad_(False), encoder.vectors
 
 # %% ../nbs/21_concepts.ipynb #d4248f66
 def finetune(base_unet: TextUNet, encoder: TextEncoder, vae, scale: float, dc: DiffusionConfig, cfg: ConceptTrainConfig,
@@ -230,6 +232,7 @@ def _read(path, fmt: str, what: str):
     if meta.get('format') != fmt: raise ValueError(f"{path}: format {meta.get('format')!r}, expected {fmt!r} ({what})")
     return tensors, meta
 
+# %% ../nbs/21_concepts.ipynb #6d85e94e
 def save_lora(unet: nn.Module, path) -> Path:
     "Write only the LoRA weights of `unet` (safetensors; rank, alpha and targets in the metadata)."
     from peft import get_peft_model_state_dict
@@ -240,6 +243,7 @@ def save_lora(unet: nn.Module, path) -> Path:
     save_file(sd, str(path), metadata={'format': LORA_FORMAT, 'r': str(cfg['r']), 'alpha': str(cfg['alpha']), 'targets': json.dumps(cfg['targets'])})
     return path
 
+# %% ../nbs/21_concepts.ipynb #44fbc231
 def load_lora(unet: nn.Module, path) -> nn.Module:
     "Add the LoRA saved at `path` to `unet` (in place), after checking every layer and shape against this U-Net."
     from peft import set_peft_model_state_dict
