@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from fastcore.basics import patch
 from .core import Config, pick
 
 # %% auto #0
@@ -151,40 +152,45 @@ class UNetConfig(Config):
     position_codes: str = 'grid'          # the text U-Net's 2-D position codes: one of POSITION_CODES (SD: 'none')
     optional = ('time_embedding', 'norm_eps', 'flip_sin_to_cos', 'freq_shift', 'head_dim', 'transformer_depth', 'position_codes')
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.out_channels is None: self.out_channels = self.in_channels
-        if self.position_codes not in POSITION_CODES:
-            raise ValueError(f"config key 'position_codes': {self.position_codes!r}, expected one of {POSITION_CODES}")
-        if self.time_embedding not in TIME_EMBEDDINGS:
-            raise ValueError(f"config key 'time_embedding': {self.time_embedding!r}, expected one of {TIME_EMBEDDINGS}")
-        for k in ('head_dim', 'transformer_depth'):
-            if getattr(self, k) is not None and getattr(self, k) < 1: raise ValueError(f"config key {k!r}: expected a positive int, got {getattr(self, k)}")
-        for k in ('in_channels', 'out_channels', 'sample_size', 'base_channels', 'num_res_blocks', 'num_heads', 'norm_groups'):
-            if getattr(self, k) < 1: raise ValueError(f"config key {k!r}: expected a positive int, got {getattr(self, k)}")
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ValueError(f"config key 'channel_mult': expected positive ints, got {self.channel_mult}")
-        valid = [2 ** i for i in range(len(self.channel_mult))]
-        bad = [r for r in self.attention_resolutions if r not in valid]
-        if bad: raise ValueError(f"config key 'attention_resolutions': {bad} are not downsampling factors of this U-Net; expected some of {valid}")
-        if not 0 <= self.dropout < 1: raise ValueError(f"config key 'dropout': expected 0 <= dropout < 1, got {self.dropout}")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError(f"config key 'num_classes': expected a positive int or None, got {self.num_classes}")
+# %% ../nbs/08_unet.ipynb #128c95aa
+@patch
+def __post_init__(self: UNetConfig):
+    super(UNetConfig, self).__post_init__()
+    if self.out_channels is None: self.out_channels = self.in_channels
+    if self.position_codes not in POSITION_CODES:
+        raise ValueError(f"config key 'position_codes': {self.position_codes!r}, expected one of {POSITION_CODES}")
+    if self.time_embedding not in TIME_EMBEDDINGS:
+        raise ValueError(f"config key 'time_embedding': {self.time_embedding!r}, expected one of {TIME_EMBEDDINGS}")
+    for k in ('head_dim', 'transformer_depth'):
+        if getattr(self, k) is not None and getattr(self, k) < 1: raise ValueError(f"config key {k!r}: expected a positive int, got {getattr(self, k)}")
+    for k in ('in_channels', 'out_channels', 'sample_size', 'base_channels', 'num_res_blocks', 'num_heads', 'norm_groups'):
+        if getattr(self, k) < 1: raise ValueError(f"config key {k!r}: expected a positive int, got {getattr(self, k)}")
+    if not self.channel_mult or min(self.channel_mult) < 1:
+        raise ValueError(f"config key 'channel_mult': expected positive ints, got {self.channel_mult}")
+    valid = [2 ** i for i in range(len(self.channel_mult))]
+    bad = [r for r in self.attention_resolutions if r not in valid]
+    if bad: raise ValueError(f"config key 'attention_resolutions': {bad} are not downsampling factors of this U-Net; expected some of {valid}")
+    if not 0 <= self.dropout < 1: raise ValueError(f"config key 'dropout': expected 0 <= dropout < 1, got {self.dropout}")
+    if self.num_classes is not None and self.num_classes < 1:
+        raise ValueError(f"config key 'num_classes': expected a positive int or None, got {self.num_classes}")
 
-    def to_dict(self) -> dict:
-        d, defaults = super().to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
-        # a text U-Net always records its position codes' form: a checkpoint trained with another form is then refused, not loaded
-        keep = {'position_codes'} if self.context_dim is not None else set()
-        return {k: v for k, v in d.items() if k not in self.optional or k in keep or v != defaults[k]}
+# %% ../nbs/08_unet.ipynb #4df8cbeb
+@patch
+def to_dict(self: UNetConfig) -> dict:
+    d, defaults = super(UNetConfig, self).to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
+    # a text U-Net always records its position codes' form: a checkpoint trained with another form is then refused, not loaded
+    keep = {'position_codes'} if self.context_dim is not None else set()
+    return {k: v for k, v in d.items() if k not in self.optional or k in keep or v != defaults[k]}
 
-    def heads(self, channels: int) -> int:
-        "Attention heads of a layer with `channels` channels."
-        if self.head_dim is None: return self.num_heads
-        if channels % self.head_dim: raise ValueError(f"config key 'head_dim': {channels} channels are not divisible by head_dim={self.head_dim}")
-        return channels // self.head_dim
+@patch
+def heads(self: UNetConfig, channels: int) -> int:
+    "Attention heads of a layer with `channels` channels."
+    if self.head_dim is None: return self.num_heads
+    if channels % self.head_dim: raise ValueError(f"config key 'head_dim': {channels} channels are not divisible by head_dim={self.head_dim}")
+    return channels // self.head_dim
 
-    @property
-    def levels(self) -> int: return len(self.channel_mult)
+@patch(as_prop=True)
+def levels(self: UNetConfig) -> int: return len(self.channel_mult)
 
 # %% ../nbs/08_unet.ipynb #f1c46a2f
 class UNet(nn.Module):
@@ -233,24 +239,6 @@ class UNet(nn.Module):
         "The attention block used at `level` (override to insert cross-attention at chosen resolutions)."
         return SelfAttention2d(channels, self.config.heads(channels), self.config.norm_groups)
 
-    @property
-    def uses_context(self) -> bool:
-        return any(getattr(m, 'uses_context', False) for m in self.modules() if m is not self)
-
-    def forward(self, x, t, class_labels=None, context=None, context_mask=None):
-        t, class_labels = check_unet_inputs(self, x, t, class_labels, context, context_mask)
-        emb = self.time_embed(t)
-        if self.class_embed is not None: emb = emb + self.class_embed(class_labels)
-        ck = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        h = self.conv_in(x)
-        skips = [h]
-        for stage in self.down:
-            h = stage(h, emb, context, context_mask, ck); skips.append(h)
-        h = self.mid(h, emb, context, context_mask, ck)
-        for stage in self.up:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask, ck)
-        return self.conv_out(F.silu(self.norm_out(h)))
-
 # %% ../nbs/08_unet.ipynb #0ddc095c
 def check_unet_inputs(model: nn.Module, x, t, class_labels=None, context=None, context_mask=None):
     "Validate a U-Net call; returns (t, class_labels) as (B,) tensors (the null class filled in for a class-conditional model called without labels)."
@@ -281,6 +269,26 @@ def check_unet_inputs(model: nn.Module, x, t, class_labels=None, context=None, c
             raise ValueError(f"UNet: context_mask shape {tuple(context_mask.shape)} does not match context's {tuple(context.shape[:2])}")
     elif context_mask is not None: raise ValueError("UNet: context_mask given without context")
     return t, class_labels
+
+# %% ../nbs/08_unet.ipynb #8ccc2d91
+@patch(as_prop=True)
+def uses_context(self: UNet) -> bool:
+    return any(getattr(m, 'uses_context', False) for m in self.modules() if m is not self)
+
+@patch
+def forward(self: UNet, x, t, class_labels=None, context=None, context_mask=None):
+    t, class_labels = check_unet_inputs(self, x, t, class_labels, context, context_mask)
+    emb = self.time_embed(t)
+    if self.class_embed is not None: emb = emb + self.class_embed(class_labels)
+    ck = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
+    h = self.conv_in(x)
+    skips = [h]
+    for stage in self.down:
+        h = stage(h, emb, context, context_mask, ck); skips.append(h)
+    h = self.mid(h, emb, context, context_mask, ck)
+    for stage in self.up:
+        h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask, ck)
+    return self.conv_out(F.silu(self.norm_out(h)))
 
 # %% ../nbs/08_unet.ipynb #ce5f6f55
 def count_params(model: nn.Module) -> int:
