@@ -58,6 +58,7 @@ class FeedForward(nn.Module):
         a, g = self.proj(h).chunk(2, dim=-1)
         return self.out(a * F.gelu(g))
 
+# %% ../nbs/15_crossattn.ipynb #2f067fd9
 class TransformerBlock(nn.Module):
     "Pre-LN self-attention, cross-attention to the text, feed-forward; each residual."
     def __init__(self, dim: int, context_dim: int, num_heads: int):
@@ -70,6 +71,7 @@ class TransformerBlock(nn.Module):
         h = h + self.attn2(self.norm2(h), context, mask)
         return h + self.ff(self.norm3(h))
 
+# %% ../nbs/15_crossattn.ipynb #5e2d338c
 @functools.lru_cache(maxsize=64)    # a constant of (h, w, dim, device): computed once, not at every forward (do not modify it in place)
 def position_codes(h: int, w: int, dim: int, device=None, gain: float = 2.0) -> torch.Tensor:
     "Fixed 2-D sinusoidal codes of the h*w token positions (row-major), (h*w, dim): the first half codes the row, the second the column; frequencies (2*side)**(-k/(dim/4)) per token, fitted to the grid, and amplitude `gain`."
@@ -77,6 +79,7 @@ def position_codes(h: int, w: int, dim: int, device=None, gain: float = 2.0) -> 
     rows, cols = torch.arange(h, device=device).repeat_interleave(w), torch.arange(w, device=device).repeat(h)
     return gain * torch.cat([timestep_embedding(rows, dim // 2, max_period=2 * h), timestep_embedding(cols, dim // 2, max_period=2 * w)], dim=-1)
 
+# %% ../nbs/15_crossattn.ipynb #5bd0834b
 class SpatialTransformer(nn.Module):
     "GroupNorm → tokens (+ 2-D position codes) → transformer blocks with cross-attention to `context` → zero-init projection, residual (fresh = identity)."
     uses_context = True
