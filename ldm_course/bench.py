@@ -808,26 +808,58 @@ def train_timeboxed(model: nn.Module, loss_fn: Callable, data, tc: TrainConfig, 
                 images_seen=tr.step * tc.batch_size * tc.grad_accum)
     return tr.eval_model.eval().requires_grad_(False), info
 
-# %% ../nbs/18_benchmarks.ipynb #b10bf471
-def _runbook_chain(plan, device, stage, box, left, S, dry_run):
-    "The chain's stages: classifier, VAE (perceptual loss on that classifier), latents of every training image, latent denoiser."
-    from ldm_course.classifier import Classifier, accuracy, classifier_loss
-    from ldm_course.vae_training import evaluate_vae, make_perceptual, vae_loss_fn
-    from ldm_course.latents import encode_dataset, latent_stats
-    from ldm_course.diffusion import diffusion_loss, latent_loader
-    from ldm_course.training import _build_seeded
-    need, fid_reserve = plan['need_s'], plan['need_s']['fid'] * len(plan['samplers'])
-    def data():                                  # loaded by the first stage that runs, not when nothing can
-        if 'train' not in S: S['train'], S['test'] = fashion_tensors('train', plan['limit']), fashion_tensors('test', plan['test_limit'])
-        return S['train']
-    test_dl = lambda bs: DataLoader(S['test'], bs)
+# %% ../nbs/18_benchmarks.ipynb #2c4bfd9f
+class _NoTime(Exception):
+    "A stage found, once it could compute its share, that the share is too short to be worth starting."
+
+def _to(m, device): return m.to(device) if m is not None else None
+
+# %% ../nbs/18_benchmarks.ipynb #c1b157f7
+def _runbook_data(plan, S) -> TensorDataset:
+    "The plan's Fashion-MNIST training tensors, loaded into S (with the test split) by the first stage that runs, not when nothing can."
+    if 'train' not in S: S['train'], S['test'] = fashion_tensors('train', plan['limit']), fashion_tensors('test', plan['test_limit'])
+    return S['train']
+
+# %% ../nbs/18_benchmarks.ipynb #642dcc00
+def _runbook_timed(plan, device, box, S, dry_run):
+    "timed(name, model, loss_fn, train_data, tc, eval_fn=None): train one stage in its time box with the course Trainer (the model into S[name]); too short a box is `_NoTime`."
+    need = plan['need_s']
     tb = {'probe': 10, 'skip': 2} if dry_run else {'probe': 50, 'skip': 10}
     def timed(name, model, loss_fn, train_data, tc, eval_fn=None):
         seconds = box(name)
         if seconds < need[name]: raise _NoTime(f"its share of the budget is {max(seconds, 0):.0f} s, under the {need[name]} s it needs")
         if getattr(tc, 'compile', False) and seconds < plan['compile_min_s']: tc = tc.replace(compile=False)   # would not pay back
-        S[name], info = train_timeboxed(model, loss_fn, data() if train_data is None else train_data, tc, seconds, device, eval_fn, **tb)
+        S[name], info = train_timeboxed(model, loss_fn, _runbook_data(plan, S) if train_data is None else train_data, tc, seconds, device, eval_fn, **tb)
         return {'params_M': count_params(model) / 1e6, **info}
+    return timed
+
+# %% ../nbs/18_benchmarks.ipynb #c072a30b
+def _runbook_latents(plan, S, left):
+    "The latents stage: the training images through the trained VAE (S['vae']) into a temporary folder, all of them or as many as `latents_share` of the time left encodes."
+    from ldm_course.latents import encode_dataset, latent_stats
+    fid_reserve = plan['need_s']['fid'] * len(plan['samplers'])
+    def latents():              # every training image, or as many as `latents_share` of the time left encodes (timed on one batch)
+        S['latent_dir'] = d = Path(tempfile.mkdtemp(prefix='ldm_runbook_'))
+        n_all, bs = len(_runbook_data(plan, S)), plan['encode_batch']
+        t = time.monotonic(); encode_dataset(S['vae'], Subset(S['train'], range(min(bs, n_all))), d/'probe.safetensors', bs)
+        per_image = (time.monotonic() - t) / min(bs, n_all)
+        n = min(n_all, max(bs, int(plan['latents_share'] * (left() - fid_reserve) / per_image) // bs * bs))
+        path = encode_dataset(S['vae'], Subset(S['train'], range(n)), d/'latents_train.safetensors', bs)
+        stats = latent_stats(path)
+        S['latents'], S['scale'] = path, stats['scale_factor']
+        return {'images': n, 'of': n_all, 'images_per_s': 1 / per_image, **stats}
+    return latents
+
+# %% ../nbs/18_benchmarks.ipynb #b10bf471
+def _runbook_chain(plan, device, stage, box, left, S, dry_run):
+    "The chain's stages: classifier, VAE (perceptual loss on that classifier), latents of every training image, latent denoiser."
+    from ldm_course.classifier import Classifier, accuracy, classifier_loss
+    from ldm_course.vae_training import evaluate_vae, make_perceptual, vae_loss_fn
+    from ldm_course.diffusion import diffusion_loss, latent_loader
+    from ldm_course.training import _build_seeded
+    need = plan['need_s']
+    test_dl = lambda bs: DataLoader(S['test'], bs)
+    timed = _runbook_timed(plan, device, box, S, dry_run)
     cm, ct = plan['classifier']
     stage('classifier', lambda: timed('classifier', _build_seeded(Classifier, cm, ct.seed), functools.partial(classifier_loss, flip=True),
                                       None, ct, lambda m: {'test_acc': accuracy(m, test_dl(1000))}), need['classifier'])
@@ -836,27 +868,11 @@ def _runbook_chain(plan, device, stage, box, left, S, dry_run):
                                vae_loss_fn(vt, _to(make_perceptual(vt.perceptual, S.get('classifier')), device)), None, vt,
                                lambda m: evaluate_vae(m, test_dl(500), classifier=S.get('classifier'), max_batches=8)),
           need['vae'], requires=('classifier',) if vt.perceptual == 'classifier' else ())
-    def latents():              # every training image, or as many as `latents_share` of the time left encodes (timed on one batch)
-        S['latent_dir'] = d = Path(tempfile.mkdtemp(prefix='ldm_runbook_'))
-        n_all, bs = len(data()), plan['encode_batch']
-        t = time.monotonic(); encode_dataset(S['vae'], Subset(S['train'], range(min(bs, n_all))), d/'probe.safetensors', bs)
-        per_image = (time.monotonic() - t) / min(bs, n_all)
-        n = min(n_all, max(bs, int(plan['latents_share'] * (left() - fid_reserve) / per_image) // bs * bs))
-        path = encode_dataset(S['vae'], Subset(S['train'], range(n)), d/'latents_train.safetensors', bs)
-        stats = latent_stats(path)
-        S['latents'], S['scale'] = path, stats['scale_factor']
-        return {'images': n, 'of': n_all, 'images_per_s': 1 / per_image, **stats}
-    stage('latents', latents, need['latents'], requires=('vae',))
+    stage('latents', _runbook_latents(plan, S, left), need['latents'], requires=('vae',))
     dm, dt = plan['denoiser']
     sched = dt.scheduler()
     stage('denoiser', lambda: timed('denoiser', _build_seeded(UNet, dm, dt.seed), lambda m, b: diffusion_loss(m, b[0], dt, sched),
                                     latent_loader(S['latents'], S['scale'], dt), dt), need['denoiser'], requires=('latents',))
-
-# %% ../nbs/18_benchmarks.ipynb #2c4bfd9f
-class _NoTime(Exception):
-    "A stage found, once it could compute its share, that the share is too short to be worth starting."
-
-def _to(m, device): return m.to(device) if m is not None else None
 
 # %% ../nbs/18_benchmarks.ipynb #d8ee18af
 def _runbook_fid(plan, device, stage, left, need, S):
@@ -907,20 +923,9 @@ def _jsonable_plan(plan: dict) -> dict:
     return {k: ({'model': v[0].to_dict(), 'train': v[1].to_dict()} if isinstance(v, tuple) and v and isinstance(v[0], Config) else v)
             for k, v in plan.items()}
 
-# %% ../nbs/18_benchmarks.ipynb #75fbbafe
-def gpu_runbook(out_json, budget_s: float = 540, device=None, dry_run: bool = False) -> dict:
-    """Benchmark against diffusers, then the time-boxed full-size Fashion-MNIST chain (classifier, VAE, latents, latent
-    denoiser) and its FID ratio, within `budget_s` seconds; the results are rewritten to `out_json` after every stage.
-    A stage that cannot fit in the time left is skipped (recorded). `dry_run`: the same stages at tiny sizes on the CPU."""
-    t0 = time.monotonic()
-    left = lambda: budget_s - (time.monotonic() - t0)
-    device = torch.device(device) if device is not None else torch.device('cpu') if dry_run else default_device()
-    if device.type == 'cuda': torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True
-    plan, st, S = runbook_plan(dry_run), {}, {}
-    res = {'runbook': 'ldm_course.bench.gpu_runbook', 'dry_run': dry_run, 'budget_s': budget_s, 'machine': machine_info(device),
-           'plan': _jsonable_plan(plan), 'stages': st}
-    def save(finished=False):
-        res.update(elapsed_s=time.monotonic() - t0, finished=finished, goal=runbook_goal(res)); write_json(out_json, res)
+# %% ../nbs/18_benchmarks.ipynb #3a2ff4bd
+def _runbook_stage(st: dict, left: Callable, save: Callable, device) -> Callable:
+    "stage(name, fn, need, requires=(), limit=None): run one stage into st[name] (done, skipped with its reason, failed or timed out), then save()."
     def stage(name, fn, need, requires=(), limit=None):
         missing = [r for r in requires if st.get(r, {}).get('status') != 'done']
         if missing: st[name] = {'status': 'skipped', 'reason': f"needs the {', '.join(missing)} stage(s), which did not run"}
@@ -936,11 +941,34 @@ def gpu_runbook(out_json, budget_s: float = 540, device=None, dry_run: bool = Fa
             st[name]['seconds'] = time.monotonic() - ts
             if device.type == 'cuda': torch.cuda.empty_cache()
         save()
+    return stage
+
+# %% ../nbs/18_benchmarks.ipynb #521b930b
+def _runbook_box(plan: dict, st: dict, left: Callable) -> Callable:
+    "box(name): a training stage's share of the time left, once the latents' and the FIDs' minimum is kept back."
     need, fid_reserve = plan['need_s'], plan['need_s']['fid'] * len(plan['samplers'])
     def box(name):        # this stage's share of what is left for training, once the latents' and the FIDs' minimum is kept back
         pending = [k for k in plan['shares'] if k not in st]
         later = fid_reserve + (need['latents'] if 'latents' not in st else 0)
         return (left() - later) * plan['shares'][name] / sum(plan['shares'][k] for k in pending)
+    return box
+
+# %% ../nbs/18_benchmarks.ipynb #75fbbafe
+def gpu_runbook(out_json, budget_s: float = 540, device=None, dry_run: bool = False) -> dict:
+    """Benchmark against diffusers, then the time-boxed full-size Fashion-MNIST chain (classifier, VAE, latents, latent
+    denoiser) and its FID ratio, within `budget_s` seconds; the results are rewritten to `out_json` after every stage.
+    A stage that cannot fit in the time left is skipped (recorded). `dry_run`: the same stages at tiny sizes on the CPU."""
+    t0 = time.monotonic()
+    left = lambda: budget_s - (time.monotonic() - t0)
+    device = torch.device(device) if device is not None else torch.device('cpu') if dry_run else default_device()
+    if device.type == 'cuda': torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True
+    plan, st, S = runbook_plan(dry_run), {}, {}
+    res = {'runbook': 'ldm_course.bench.gpu_runbook', 'dry_run': dry_run, 'budget_s': budget_s, 'machine': machine_info(device),
+           'plan': _jsonable_plan(plan), 'stages': st}
+    def save(finished=False):
+        res.update(elapsed_s=time.monotonic() - t0, finished=finished, goal=runbook_goal(res)); write_json(out_json, res)
+    stage, box = _runbook_stage(st, left, save, device), _runbook_box(plan, st, left)
+    need, fid_reserve = plan['need_s'], plan['need_s']['fid'] * len(plan['samplers'])
     save()
     torch.manual_seed(0)
     try:
