@@ -43,15 +43,16 @@ def weak_class_denoiser_configs(width: float = 0.5, length: float = 0.25) -> tup
     if ch < mc.norm_groups: raise ValueError(f"weak model width={width}: {mc.base_channels} × width leaves fewer than norm_groups={mc.norm_groups} channels")
     return mc.replace(base_channels=ch), tc.replace(steps=max(1, round(tc.steps * length)))
 
-def pretrained_weak_class_denoiser(width: float = 0.5, length: float = 0.25, verbose: bool = True, vae: nn.Module | None = None) -> UNet:
+def pretrained_weak_class_denoiser(width: float = 0.5, length: float = 0.25, verbose: bool = True, vae: nn.Module | None = None,
+                                   runs=None, device=None) -> UNet:
     "The weak guide: loaded from runs_dir('class_denoiser_weak') if trained with these configs on this VAE (default the course VAE), else trained now."
     import functools
     from ldm_course.latents import vae_fingerprint
     from ldm_course.vae_training import pretrained_vae
     mc, tc = weak_class_denoiser_configs(width, length)
-    vae = vae if vae is not None else pretrained_vae(verbose=False)
-    return load_or_train('class_denoiser_weak', mc, UNet, functools.partial(train_class_denoiser, vae=vae),
-                         tc.replace(vae_fingerprint=vae_fingerprint(vae)), ema=True, verbose=verbose).requires_grad_(False)
+    vae = vae if vae is not None else pretrained_vae(verbose=False, runs=runs, device=device)
+    return load_or_train('class_denoiser_weak', mc, UNet, functools.partial(train_class_denoiser, vae=vae, runs=runs),
+                         tc.replace(vae_fingerprint=vae_fingerprint(vae)), ema=True, verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/13_guidance_auto.ipynb #a9000012
 def autoguide(weak: nn.Module, dc: DiffusionConfig, scale: float):
@@ -106,7 +107,7 @@ def compare_autoguidance(unet: nn.Module, weak: nn.Module, dc: DiffusionConfig, 
 from .edm import edm_configs, train_edm
 
 def pretrained_weak_edm(sigma_data: float, width: float = 0.5, length: float = 0.25, vae: nn.Module | None = None,
-                        verbose: bool = True) -> UNet:
+                        verbose: bool = True, runs=None, device=None) -> UNet:
     "The weak guide of 10 · EDM's unconditional model: its recipe with `width` × the base channels and `length` × the steps, via load_or_train in runs_dir('edm_weak')."
     import functools
     from ldm_course.latents import vae_fingerprint
@@ -115,7 +116,7 @@ def pretrained_weak_edm(sigma_data: float, width: float = 0.5, length: float = 0
     mc, tc = edm_configs(sigma_data)
     ch = int(mc.base_channels * width) // mc.norm_groups * mc.norm_groups
     if ch < mc.norm_groups: raise ValueError(f"weak model width={width}: {mc.base_channels} × width leaves fewer than norm_groups={mc.norm_groups} channels")
-    vae = vae if vae is not None else pretrained_vae(verbose=False)
-    return load_or_train('edm_weak', mc.replace(base_channels=ch), UNet, functools.partial(train_edm, vae=vae),
+    vae = vae if vae is not None else pretrained_vae(verbose=False, runs=runs, device=device)
+    return load_or_train('edm_weak', mc.replace(base_channels=ch), UNet, functools.partial(train_edm, vae=vae, runs=runs),
                          tc.replace(steps=max(1, round(tc.steps * length)), vae_fingerprint=vae_fingerprint(vae)),
-                         ema=True, verbose=verbose).requires_grad_(False)
+                         ema=True, verbose=verbose, runs=runs, device=device).requires_grad_(False)

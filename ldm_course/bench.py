@@ -11,7 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset, TensorDataset, default_collate
-from .core import Config, default_device
+from .core import Config, default_device, sized
 from .data import IdxImages, to_model_range
 from .unet import UNet, UNetConfig, UNET_QUICK, UNET_FULL, count_params
 from .scheduler import NoiseScheduler
@@ -470,15 +470,9 @@ def console_main(argv=None) -> None:
 if __name__ == '__main__' and 'IPython' not in sys.modules: main()   # `python -m ldm_course.bench`
 
 # %% ../nbs/18_benchmarks.ipynb #bcb37e57
-@contextlib.contextmanager
 def full_size():
-    "LDM_QUICK=0 while the block runs: `pick` reads it at every call, so the presets evaluated inside are the full ones."
-    old = os.environ.get('LDM_QUICK')
-    os.environ['LDM_QUICK'] = '0'
-    try: yield
-    finally:
-        if old is None: os.environ.pop('LDM_QUICK', None)
-        else: os.environ['LDM_QUICK'] = old
+    "Full size while the block runs (chapter 00's `sized(quick=False)`): `pick` asks at every call, so the presets evaluated inside are the full ones."
+    return sized(quick=False)
 
 @dataclasses.dataclass
 class FullSizeModel:

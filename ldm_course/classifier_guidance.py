@@ -112,12 +112,13 @@ def noisy_classifier_loss(model: nn.Module, batch, scheduler: NoiseScheduler):
     logits = model(xt, t)
     return F.cross_entropy(logits.float(), y.long()), {'acc': (logits.argmax(1) == y).float().mean()}
 
-def train_noisy_classifier(model: NoisyClassifier, tc: DenoiserTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
+def train_noisy_classifier(model: NoisyClassifier, tc: DenoiserTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None,
+                           runs=None, device=None) -> Trainer:
     "Train the noise-conditional classifier on scaled cached latents (of `vae`, default the course VAE) with the course's Trainer."
-    _, path, scale = latent_data(tc.limit, vae=vae)
+    _, path, scale = latent_data(tc.limit, vae=vae, runs=runs)
     sched = tc.scheduler()
     return Trainer(model, lambda m, batch: noisy_classifier_loss(m, batch, sched), latent_loader(path, scale, tc), tc,
-                   run_dir=run_dir, callbacks=callbacks).fit()
+                   run_dir=run_dir, callbacks=callbacks, device=device).fit()
 
 def noisy_classifier_configs() -> tuple[NoisyClassifierConfig, DenoiserTrainConfig]:
     "(model, training) presets, quick or full via `pick`: the class-conditional denoiser's run (forward process, latents, seed) with the classifier's own length and learning rate."
@@ -130,15 +131,15 @@ def noisy_classifier_configs() -> tuple[NoisyClassifierConfig, DenoiserTrainConf
     return mc, tc
 
 def pretrained_noisy_classifier(model_config: NoisyClassifierConfig | None = None, train_config: DenoiserTrainConfig | None = None,
-                                verbose: bool = True, vae: nn.Module | None = None) -> NoisyClassifier:
+                                verbose: bool = True, vae: nn.Module | None = None, runs=None, device=None) -> NoisyClassifier:
     "The course's noise-conditional latent classifier: loaded from runs_dir('noisy_classifier') if trained with these configs on this VAE (default the course VAE), else trained now."
     from ldm_course.latents import vae_fingerprint
     from ldm_course.vae_training import pretrained_vae
     mc, tc = noisy_classifier_configs()
-    vae = vae if vae is not None else pretrained_vae(verbose=False)
+    vae = vae if vae is not None else pretrained_vae(verbose=False, runs=runs, device=device)
     tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))
-    return load_or_train('noisy_classifier', model_config or mc, NoisyClassifier, functools.partial(train_noisy_classifier, vae=vae),
-                         tc, verbose=verbose).requires_grad_(False)
+    return load_or_train('noisy_classifier', model_config or mc, NoisyClassifier, functools.partial(train_noisy_classifier, vae=vae, runs=runs),
+                         tc, verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/13_guidance_classifier.ipynb #48d57348
 GUIDANCE_METHODS = ('cfg', 'classifier')

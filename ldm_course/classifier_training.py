@@ -31,18 +31,19 @@ def classifier_configs(dataset: str = 'fashion') -> tuple[ClassifierConfig, Clas
                                     ema_decay=0.999, eval_every=1000, log_every=50, limit=None, test_limit=None))
     return mc, (tc if dataset == 'fashion' else tc.replace(dataset=dataset))
 
-def train_classifier(model: Classifier, tc: ClassifierTrainConfig, run_dir) -> Trainer:
+def train_classifier(model: Classifier, tc: ClassifierTrainConfig, run_dir, device=None) -> Trainer:
     "Train `model` on `tc.dataset` (Fashion-MNIST by default) with the course's Trainer, writing checkpoint and metrics to run_dir."
     train_dl, test_dl = image_dataloaders(tc.dataset, tc.batch_size, limit=tc.limit, test_limit=tc.test_limit, seed=tc.seed)
     loss_fn = functools.partial(classifier_loss, flip=idx_source(tc.dataset).mirror)     # no flipped digits
-    return Trainer(model, loss_fn, train_dl, tc, run_dir=run_dir,
+    return Trainer(model, loss_fn, train_dl, tc, run_dir=run_dir, device=device,
                    eval_fn=lambda m: {'test_acc': accuracy(m, test_dl)}).fit()
 
 def pretrained_classifier(model_config: ClassifierConfig | None = None, train_config: ClassifierTrainConfig | None = None,
-                          verbose: bool = True, dataset: str | None = None) -> Classifier:
+                          verbose: bool = True, dataset: str | None = None, runs=None, device=None) -> Classifier:
     "The course classifier (of `dataset`, default the train config's, else Fashion-MNIST): loaded from runs_dir('classifier') ('classifier_mnist') if trained with these configs, else trained now. Eval mode, no grads."
     if dataset is not None and train_config is not None and train_config.dataset != dataset:
         raise ValueError(f"pretrained_classifier: dataset={dataset!r} but train_config.dataset={train_config.dataset!r}; expected the same (or only one of them)")
     mc, tc = classifier_configs(dataset or 'fashion')
-    m = load_or_train('classifier', model_config or mc, Classifier, train_classifier, train_config or tc, verbose=verbose)
+    m = load_or_train('classifier', model_config or mc, Classifier, train_classifier, train_config or tc, verbose=verbose,
+                      runs=runs, device=device)
     return m.requires_grad_(False)

@@ -4,14 +4,14 @@
 
 # %% ../nbs/19_recipes.ipynb #8cf78a81
 from __future__ import annotations
-import argparse, contextlib, csv, dataclasses, difflib, os, re, sys, time, typing
+import argparse, csv, dataclasses, difflib, os, re, sys, time, typing
 from pathlib import Path
 import yaml
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 import ldm_course
-from .core import Config, runs_dir, run_info
+from .core import Config, default_device, runs_dir, run_info
 from .data import IDX_DATASETS, idx_source
 from .distributed import dist_env
 from .vae import AutoencoderKL, VAEConfig
@@ -26,11 +26,10 @@ from .samplers import SAMPLERS
 # %% auto #0
 __all__ = ['RECIPES_DIR', 'TASKS', 'SampleConfig', 'section_classes', 'recipe_schema', 'list_recipes', 'find_recipe',
            'read_recipe_file', 'parse_override', 'set_key', 'pretrained_vae_folder', 'recipe_config', 'Recipe',
-           'check_run_name', 'load_recipe', 'runs_root', 'is_main_process', 'recipe_dir', 'error_message',
-           'check_device', 'check_dataset', 'run_train_vae', 'run_cache_latents', 'use_pretrained_vae',
-           'diffusion_config_of', 'run_train', 'writable_out', 'run_generate', 'recipe_parser', 'train_vae_main',
-           'cache_latents_main', 'train_main', 'generate_parser', 'generate_main', 'make_example_folder',
-           'example_folder_main', 'main']
+           'check_run_name', 'load_recipe', 'is_main_process', 'recipe_dir', 'error_message', 'check_device',
+           'check_dataset', 'run_train_vae', 'run_cache_latents', 'use_pretrained_vae', 'diffusion_config_of',
+           'run_train', 'writable_out', 'run_generate', 'recipe_parser', 'train_vae_main', 'cache_latents_main',
+           'train_main', 'generate_parser', 'generate_main', 'make_example_folder', 'example_folder_main', 'main']
 
 # %% ../nbs/19_recipes.ipynb #46a54325
 RECIPES_DIR = Path(ldm_course.__file__).parent/'recipes'
@@ -310,26 +309,13 @@ def load_recipe(name_or_path, overrides=()) -> Recipe:
                   sample=_section(cfg, 'sample', name), dataset=cfg.dataset, description=cfg.description, source=str(path), vae_pretrained=cfg.vae_pretrained)
 
 # %% ../nbs/19_recipes.ipynb #edf60335
-@contextlib.contextmanager
-def runs_root(path=None, device=None):
-    "Set LDM_RUNS (where checkpoints go) and LDM_DEVICE for the duration of a command; None leaves them as they are."
-    old = {k: os.environ.get(k) for k in ('LDM_RUNS', 'LDM_DEVICE')}
-    try:
-        if path is not None: os.environ['LDM_RUNS'] = str(Path(path).expanduser())
-        if device is not None: os.environ['LDM_DEVICE'] = str(device)
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
 def is_main_process() -> bool:
     "True unless this is a non-zero rank of a torchrun launch (only rank 0 writes pipelines and previews)."
     return dist_env()[0] == 0
 
-def recipe_dir(r: Recipe) -> Path:
-    "Where a recipe's own outputs (preview grid, pipeline) go: runs_dir(<recipe name>)."
-    return runs_dir(check_run_name(r.name))
+def recipe_dir(r: Recipe, runs=None) -> Path:
+    "Where a recipe's own outputs (preview grid, pipeline) go: runs_dir(<recipe name>, runs) (`runs`: the command's --runs, else the default root)."
+    return runs_dir(check_run_name(r.name), runs)
 
 # %% ../nbs/19_recipes.ipynb #0a4f3363
 def error_message(e: BaseException) -> str:
@@ -377,44 +363,45 @@ def check_dataset(r: Recipe) -> None:
                              f"{key}.batch_size={tc.batch_size}; expected at least one full batch: add images or lower {key}.batch_size")
 
 # %% ../nbs/19_recipes.ipynb #247a1954
-def run_train_vae(r: Recipe):
-    "Train (or load, or resume) the recipe's VAE; returns it. `vae: pretrained:PATH`: load that autoencoder instead (`use_pretrained_vae`)."
-    if r.vae_pretrained: return use_pretrained_vae(r)
+def run_train_vae(r: Recipe, runs=None, device=None):
+    "Train (or load, or resume) the recipe's VAE in `runs` on `device`; returns it. `vae: pretrained:PATH`: load that autoencoder instead (`use_pretrained_vae`)."
+    if r.vae_pretrained: return use_pretrained_vae(r, runs, device)
     if r.task == 'text_to_image':
         from ldm_course.t2i import pretrained_image_vae
-        return pretrained_image_vae(r.dataset, r.vae_model, r.vae_train)
+        return pretrained_image_vae(r.dataset, r.vae_model, r.vae_train, runs=runs, device=device)
     from ldm_course.vae_training import pretrained_vae
-    return pretrained_vae(r.vae_model, r.vae_train)
+    return pretrained_vae(r.vae_model, r.vae_train, runs=runs, device=device)
 
-def run_cache_latents(r: Recipe, vae=None, encoder=None) -> dict:
-    "Encode the recipe's training images with its VAE (cached), measure and store the latent scaling factor; returns the stats."
+def run_cache_latents(r: Recipe, vae=None, encoder=None, runs=None, device=None) -> dict:
+    "Encode the recipe's training images with its VAE (cached in `runs`), measure and store the latent scaling factor; returns the stats."
     from ldm_course.latents import latent_stats
-    vae = vae if vae is not None else run_train_vae(r)
+    vae = vae if vae is not None else run_train_vae(r, runs, device)
     if r.task == 'text_to_image':
         if r.train is None: raise ValueError(f"recipe {r.name!r} has no 'train' section: expected one to know which images to encode")
-        from ldm_course.t2i import text_to_image_data
-        _, path, scale, cache, rows, _ = text_to_image_data(r.train, verbose=True, vae=vae, encoder=encoder)
+        from ldm_course.t2i import text_encoder_for, text_to_image_data
+        enc = encoder if encoder is not None else text_encoder_for(r.train, device)
+        _, path, scale, cache, rows, _ = text_to_image_data(r.train, verbose=True, vae=vae, encoder=enc, runs=runs)
         return {**latent_stats(path), 'scale_factor': scale, 'path': str(path), 'n': len(rows), 'captions': len(cache)}
     from safetensors import safe_open
     from ldm_course.latents import cached_latents, store_scale_factor
     ds, limit = r.vae_train.dataset, (r.train or r.vae_train).limit
-    path = cached_latents('train', vae, limit=limit, dataset=ds)
+    path = cached_latents('train', vae, limit=limit, dataset=ds, runs=runs)
     stats = latent_stats(path)
-    store_scale_factor(stats, dataset=ds)
+    store_scale_factor(stats, dataset=ds, runs=runs)
     with safe_open(str(path), 'pt') as f: n = int(f.metadata()['n'])          # the images encoded (60,000 for all of either dataset)
     return {**stats, 'path': str(path), 'n': n}
 
 # %% ../nbs/19_recipes.ipynb #c59cd360
-def use_pretrained_vae(r: Recipe):
-    "The SD-format autoencoder of `vae: pretrained:PATH`, frozen, saved as the dataset's VAE (runs_dir/vae_<dataset>) with its config's scale factor."
+def use_pretrained_vae(r: Recipe, runs=None, device=None):
+    "The SD-format autoencoder of `vae: pretrained:PATH`, frozen, on `device`, saved as the dataset's VAE (runs_dir('vae_<dataset>', runs)) with its config's scale factor."
     from ldm_course.sd import sd_scale_factor
     from ldm_course.t2i import dataset_run_name
     vae = AutoencoderKL.from_diffusers(r.vae_pretrained, image_size=r.vae_model.image_size).requires_grad_(False)
-    ckpt = runs_dir(dataset_run_name('vae', r.dataset))/CKPT_NAME      # where the data chain reads the VAE's scale factor
+    ckpt = runs_dir(dataset_run_name('vae', r.dataset), runs)/CKPT_NAME      # where the data chain reads the VAE's scale factor
     save_checkpoint(ckpt, vae, {'model_config': vae.config.to_dict(), 'pretrained': r.vae_pretrained})
     set_checkpoint_extra(ckpt, scale_factor=sd_scale_factor(r.vae_pretrained))   # read from its config, not measured
     print(f"vae: {r.vae_pretrained} (pretrained, frozen; scale factor {vae.scaling_factor:g} from its config) -> {ckpt}")
-    return vae
+    return vae.to(torch.device(device) if device is not None else default_device())
 
 # %% ../nbs/19_recipes.ipynb #58bba12c
 def _save_grid(x: torch.Tensor, path, nrow: int | None = None) -> Path:
@@ -430,19 +417,19 @@ def diffusion_config_of(tc) -> DiffusionConfig:
     return DiffusionConfig.from_dict({f.name: getattr(tc, f.name) for f in dataclasses.fields(DiffusionConfig)})
 
 # %% ../nbs/19_recipes.ipynb #fae7f846
-def run_train(r: Recipe, pipeline_dir=None) -> Path:
-    "Train (or load, or resume) the recipe's denoiser and draw a preview grid; text-to-image: save an LDMPipeline. Returns the pipeline directory or the grid."
+def run_train(r: Recipe, pipeline_dir=None, runs=None, device=None) -> Path:
+    "Train (or load, or resume) the recipe's denoiser in `runs` on `device` and draw a preview grid; text-to-image: save an LDMPipeline. Returns the pipeline directory or the grid."
     r.require_denoiser('ldm-train')
-    s, out = r.sample, recipe_dir(r)
+    s, out = r.sample, recipe_dir(r, runs)
     g = torch.Generator().manual_seed(s.seed)
-    vae = run_train_vae(r)
+    vae = run_train_vae(r, runs, device)
     if r.task == 'text_to_image':
         import ldm_course.t2i as X
         from ldm_course.pipeline import LDMPipeline
-        enc = X.text_encoder_for(r.train)
-        unet = X.pretrained_text_denoiser(r.dataset, r.unet, r.train, vae=vae, encoder=enc)
-        _, _, scale, cache, _, _ = X.text_to_image_data(r.train, vae=vae, encoder=enc)
-        pipe = LDMPipeline(unet, vae, enc, scale, diffusion_config_of(r.train), s.sampler)
+        enc = X.text_encoder_for(r.train, device)
+        unet = X.pretrained_text_denoiser(r.dataset, r.unet, r.train, vae=vae, encoder=enc, runs=runs, device=device)
+        _, _, scale, cache, _, _ = X.text_to_image_data(r.train, vae=vae, encoder=enc, runs=runs)
+        pipe = LDMPipeline(unet, vae, enc, scale, diffusion_config_of(r.train), s.sampler, device=device)
         if not is_main_process(): return Path(pipeline_dir or out/'pipeline')
         path = pipe.save_pretrained(pipeline_dir or out/'pipeline')
         prompt = s.prompt or cache.captions[0]
@@ -456,13 +443,13 @@ def run_train(r: Recipe, pipeline_dir=None) -> Path:
     from ldm_course.latents import vae_scale_factor
     if r.task == 'class_conditional':
         from ldm_course.guidance import pretrained_class_denoiser, CFG
-        unet = pretrained_class_denoiser(r.unet, r.train, vae=vae)
+        unet = pretrained_class_denoiser(r.unet, r.train, vae=vae, runs=runs, device=device)
         kw = dict(class_labels=torch.arange(s.n) % r.unet.num_classes, guide=CFG(s.guidance_scale))
     else:
         from ldm_course.diffusion import pretrained_denoiser
-        unet, kw = pretrained_denoiser(r.unet, r.train, vae=vae), {}
+        unet, kw = pretrained_denoiser(r.unet, r.train, vae=vae, runs=runs, device=device), {}
     if not is_main_process(): return out/'samples.png'
-    x = generate(unet, diffusion_config_of(r.train), s.n, s.sampler, s.steps, g, vae=vae, scale=vae_scale_factor(dataset=r.train.dataset), **kw)
+    x = generate(unet, diffusion_config_of(r.train), s.n, s.sampler, s.steps, g, vae=vae, scale=vae_scale_factor(dataset=r.train.dataset, runs=runs), **kw)
     grid = _save_grid(x, out/'samples.png', nrow=10 if r.task == 'class_conditional' else None)
     print(f"preview ({s.n} images, {s.sampler}, {s.steps} steps): {grid}")
     return grid
@@ -550,21 +537,21 @@ def _parse_recipe(command: str, argv, prog=None):
 def _run_recipe_command(command: str, argv=None, prog=None):
     a, r = _parse_recipe(command, argv, prog)
     if a.print_config: print(r.to_yaml(), end=''); return
-    with runs_root(a.runs, a.device):
-        if is_main_process(): print(f"{_COMMANDS[command][0]} {r.name} ({r.task}{', ' + r.dataset if r.dataset else ''}) | "
-                                    f"{run_info()} | runs in {runs_dir()}", flush=True)
-        t0 = time.time()
-        if command == 'train-vae':
-            vae = run_train_vae(r)
-            if is_main_process(): print(f"VAE ready: {sum(p.numel() for p in vae.parameters()):,} parameters, "
-                                        f"latents {vae.config.latent_shape} ({time.time() - t0:.1f}s)")
-        elif command == 'cache-latents':
-            st = run_cache_latents(r)
-            if is_main_process(): print(f"latents of {st['n']} images: {st['path']}\nlatent mean {st['mean']:.4f}, std {st['std']:.4f} "
-                                        f"-> scaling factor {st['scale_factor']:.5f} (stored with the VAE) ({time.time() - t0:.1f}s)")
-        else:
-            run_train(r, a.pipeline_dir)
-            if is_main_process(): print(f"done ({time.time() - t0:.1f}s)")
+    runs, device = a.runs, a.device                  # passed down to every function that trains, loads or caches
+    if is_main_process(): print(f"{_COMMANDS[command][0]} {r.name} ({r.task}{', ' + r.dataset if r.dataset else ''}) | "
+                                f"{run_info(device)} | runs in {runs_dir(runs=runs)}", flush=True)
+    t0 = time.time()
+    if command == 'train-vae':
+        vae = run_train_vae(r, runs, device)
+        if is_main_process(): print(f"VAE ready: {sum(p.numel() for p in vae.parameters()):,} parameters, "
+                                    f"latents {vae.config.latent_shape} ({time.time() - t0:.1f}s)")
+    elif command == 'cache-latents':
+        st = run_cache_latents(r, runs=runs, device=device)
+        if is_main_process(): print(f"latents of {st['n']} images: {st['path']}\nlatent mean {st['mean']:.4f}, std {st['std']:.4f} "
+                                    f"-> scaling factor {st['scale_factor']:.5f} (stored with the VAE) ({time.time() - t0:.1f}s)")
+    else:
+        run_train(r, a.pipeline_dir, runs, device)
+        if is_main_process(): print(f"done ({time.time() - t0:.1f}s)")
 
 def train_vae_main(argv=None):
     "Console script `ldm-train-vae RECIPE [key=value ...]`."

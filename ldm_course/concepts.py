@@ -46,24 +46,26 @@ def holdout_dataset(tc: HoldoutTrainConfig, size: int = 32) -> CaptionedImages:
     return CaptionedImages(ds.images[keep], [ds.captions[i] for i in keep.tolist()])
 
 # %% ../nbs/21_concepts.ipynb #6929f037
-def train_holdout_denoiser(model: TextUNet, tc: HoldoutTrainConfig, run_dir, vae=None, encoder: TextEncoder | None = None) -> Trainer:
+def train_holdout_denoiser(model: TextUNet, tc: HoldoutTrainConfig, run_dir, vae=None, encoder: TextEncoder | None = None,
+                           runs=None, device=None) -> Trainer:
     "Train the text U-Net on `holdout_dataset(tc)` with chapter 15's loss and the course's Trainer."
-    vae = vae if vae is not None else pretrained_image_vae('shapes', verbose=False)
-    enc = encoder if encoder is not None else text_encoder_for(tc)
-    _, _, scale, _, _, null = text_to_image_data(tc, vae=vae, encoder=enc)     # the shapes VAE's scale factor, the empty prompt
+    vae = vae if vae is not None else pretrained_image_vae('shapes', verbose=False, runs=runs, device=device)
+    enc = encoder if encoder is not None else text_encoder_for(tc, device)
+    _, _, scale, _, _, null = text_to_image_data(tc, vae=vae, encoder=enc, runs=runs)     # the shapes VAE's scale factor, the empty prompt
     data, d = holdout_dataset(tc, vae.config.image_size), Path(run_dir)
     path = captioned_latents(vae, data, d/f'latents_{len(data)}_seed{tc.seed}.safetensors')   # the images depend on the seed
     cache = cache_embeddings(data.captions, enc, d/f'captions_{len(data)}_{tc.max_length}.safetensors')
     loss_fn = caption_loss(tc, cache.index(data.captions), cache, null)
-    return Trainer(model, loss_fn, latent_loader(path, scale, tc), tc, run_dir=run_dir).fit()
+    return Trainer(model, loss_fn, latent_loader(path, scale, tc), tc, run_dir=run_dir, device=device).fit()
 
-def pretrained_holdout_denoiser(holdout: str = 'cross', vae=None, encoder: TextEncoder | None = None, verbose: bool = True) -> TextUNet:
+def pretrained_holdout_denoiser(holdout: str = 'cross', vae=None, encoder: TextEncoder | None = None, verbose: bool = True,
+                                runs=None, device=None) -> TextUNet:
     "Chapter 15's text U-Net trained without `holdout`: loaded from runs_dir(f't2i_shapes_no_{holdout}') if trained with these configs, else trained now."
     mc, tc = text_to_image_configs('shapes')
-    vae = vae if vae is not None else pretrained_image_vae('shapes', verbose=False)
+    vae = vae if vae is not None else pretrained_image_vae('shapes', verbose=False, runs=runs, device=device)
     tc = HoldoutTrainConfig(**tc.to_dict(), holdout=holdout).replace(vae_fingerprint=vae_fingerprint(vae))
-    train = functools.partial(train_holdout_denoiser, vae=vae, encoder=encoder)
-    return load_or_train(f't2i_shapes_no_{holdout}', mc, TextUNet, train, tc, verbose=verbose).requires_grad_(False)
+    train = functools.partial(train_holdout_denoiser, vae=vae, encoder=encoder, runs=runs)
+    return load_or_train(f't2i_shapes_no_{holdout}', mc, TextUNet, train, tc, verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/21_concepts.ipynb #4db7e006
 SHOWN_COLORS, SHOWN_POSITIONS = ('red', 'blue'), ('top left', 'center', 'bottom right')

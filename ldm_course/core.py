@@ -4,14 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #9e047c40
 from __future__ import annotations
-import dataclasses, json, os, random, types, typing
+import contextlib, contextvars, dataclasses, json, os, random, types, typing
 from pathlib import Path
 import numpy as np
 import torch
+from fastcore.basics import patch   # noqa: F401 (the course's way to add a method in a later cell; model modules import it from here, next to torch)
 
 # %% auto #0
-__all__ = ['RESULTS_ENV', 'env_flag', 'is_quick', 'pick', 'default_device', 'seed_everything', 'run_info', 'runs_dir', 'record',
-           'render_results', 'Config', 'resolve_file']
+__all__ = ['RESULTS_ENV', 'env_flag', 'is_quick', 'pick', 'sized', 'default_device', 'seed_everything', 'run_info', 'runs_dir',
+           'record', 'render_results', 'Config', 'resolve_file']
 
 # %% ../nbs/00_core.ipynb #18f60f10
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
@@ -24,8 +25,11 @@ def env_flag(name: str) -> bool | None:
     if v in _FALSE: return False
     raise ValueError(f"{name}={os.environ[name]!r}: expected one of {_TRUE + _FALSE}")
 
+_SIZE = contextvars.ContextVar('ldm_course_size', default=None)    # set by sized() below; None: no enclosing block
+
 def is_quick() -> bool:
-    "True for tiny CPU-sized runs: `LDM_QUICK` if set, else quick under tests (`IN_TEST`), else quick without CUDA."
+    "True for tiny CPU-sized runs: the size of an enclosing `sized(...)` block, else `LDM_QUICK` if set, else quick under tests (`IN_TEST`), else quick without CUDA."
+    if _SIZE.get() is not None: return _SIZE.get()
     flag = env_flag('LDM_QUICK')
     if flag is not None: return flag
     if os.environ.get('IN_TEST'): return True
@@ -34,6 +38,15 @@ def is_quick() -> bool:
 def pick(quick, full):
     "The course's one quick/full switch: returns `quick` for a quick run, `full` otherwise."
     return quick if is_quick() else full
+
+# %% ../nbs/00_core.ipynb #3bf7bc98
+@contextlib.contextmanager
+def sized(quick: bool):
+    "Inside the block, `is_quick()` (and so every `pick`) answers `quick`, whatever `LDM_QUICK` says; the environment is not touched."
+    if not isinstance(quick, bool): raise TypeError(f"sized(quick={quick!r}): expected True (quick size) or False (full size)")
+    token = _SIZE.set(quick)
+    try: yield
+    finally: _SIZE.reset(token)
 
 # %% ../nbs/00_core.ipynb #cc094bba
 def default_device() -> torch.device:
@@ -48,16 +61,16 @@ def seed_everything(seed: int = 42) -> torch.Generator:
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
-def run_info() -> str:
-    "One line that says how this run is sized and where it runs, printed at the top of every chapter."
-    dev = default_device()
-    gpu = f" ({torch.cuda.get_device_name(0)})" if dev.type == 'cuda' else ''
+def run_info(device=None) -> str:
+    "One line that says how this run is sized and where it runs (`device`, default `default_device()`), printed at the top of every chapter."
+    dev = torch.device(device) if device is not None else default_device()
+    gpu = f" ({torch.cuda.get_device_name(dev)})" if dev.type == 'cuda' else ''
     return f"quick={is_quick()} device={dev}{gpu} torch={torch.__version__} threads={torch.get_num_threads()}"
 
 # %% ../nbs/00_core.ipynb #17471509
-def runs_dir(name: str | None = None) -> Path:
-    "Folder for run `name` (not created): `$LDM_RUNS/<quick|full>/<name>`, `LDM_RUNS` defaulting to `_runs`."
-    root = Path(os.environ.get('LDM_RUNS') or '_runs')/('quick' if is_quick() else 'full')
+def runs_dir(name: str | None = None, runs=None) -> Path:
+    "Folder for run `name` (not created): `<runs>/<quick|full>/<name>`; `runs` (the runs root) defaults to `$LDM_RUNS`, else `_runs`."
+    root = Path(runs if runs is not None else os.environ.get('LDM_RUNS') or '_runs').expanduser()/('quick' if is_quick() else 'full')
     return root/name if name else root
 
 # %% ../nbs/00_core.ipynb #b89bf0ba

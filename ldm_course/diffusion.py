@@ -113,15 +113,18 @@ class DenoiserTrainConfig(TrainConfig, DiffusionConfig):
     sample_latents: bool = True       # a fresh z ~ q(z|x) each time (True) or the posterior mean
     vae_fingerprint: str = ''         # the VAE whose latents these are (set by `pretrained_denoiser`)
 
+# %% ../nbs/10_diffusion.ipynb #15151516
 def latent_data(limit: int | None, split: str = 'train', verbose: bool = False, vae: nn.Module | None = None,
-                dataset: str | None = None):
-    "(vae, cache path, scale factor) for a split's latents; measures and stores the scale factor if missing. `vae`: the one in runs_dir('vae') (default: `pretrained_vae()`); `dataset`: see `latents_dataset` (ch. 07)."
+                dataset: str | None = None, runs=None):
+    "(vae, cache path, scale factor) for a split's latents; measures and stores the scale factor if missing. `vae`: the one in runs_dir('vae', runs) (default: `pretrained_vae(runs=runs)`); `dataset`: see `latents_dataset` (ch. 07)."
     from ldm_course.latents import cached_latents, dataset_vae, latent_stats, latents_dataset, store_scale_factor, vae_scale_factor
     ds = latents_dataset(dataset, vae)
-    vae = vae if vae is not None else dataset_vae(ds, verbose=verbose)
-    path = cached_latents(split, vae, limit=limit, verbose=verbose, dataset=ds)
-    try: scale = vae_scale_factor(dataset=ds)
-    except KeyError: scale = store_scale_factor(latent_stats(cached_latents('train', vae, limit=limit, verbose=verbose, dataset=ds)), dataset=ds)['scale_factor']
+    vae = vae if vae is not None else dataset_vae(ds, verbose=verbose, runs=runs)
+    path = cached_latents(split, vae, limit=limit, verbose=verbose, dataset=ds, runs=runs)
+    try: scale = vae_scale_factor(dataset=ds, runs=runs)
+    except KeyError:
+        stats = latent_stats(cached_latents('train', vae, limit=limit, verbose=verbose, dataset=ds, runs=runs))
+        scale = store_scale_factor(stats, dataset=ds, runs=runs)['scale_factor']
     return vae, path, scale
 
 def latent_loader(path, scale: float, tc: DenoiserTrainConfig) -> DataLoader:
@@ -129,13 +132,15 @@ def latent_loader(path, scale: float, tc: DenoiserTrainConfig) -> DataLoader:
     from ldm_course.latents import LatentDataset
     return DataLoader(LatentDataset(path, sample=tc.sample_latents, scale=scale), tc.batch_size, shuffle=True, drop_last=True)
 
-def train_denoiser(model: UNet, tc: DenoiserTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
+# %% ../nbs/10_diffusion.ipynb #abc6524d
+def train_denoiser(model: UNet, tc: DenoiserTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None,
+                   runs=None, device=None) -> Trainer:
     "Train the U-Net on scaled cached latents (of `vae`, default the course VAE) with the course's Trainer."
-    _, path, scale = latent_data(tc.limit, vae=vae, dataset=tc.dataset)
+    _, path, scale = latent_data(tc.limit, vae=vae, dataset=tc.dataset, runs=runs)
     dl = latent_loader(path, scale, tc)
     sched = tc.scheduler()
     loss_fn = lambda m, batch: diffusion_loss(m, batch[0], tc, sched)
-    return Trainer(model, loss_fn, dl, tc, run_dir=run_dir, callbacks=callbacks).fit()
+    return Trainer(model, loss_fn, dl, tc, run_dir=run_dir, callbacks=callbacks, device=device).fit()
 
 def denoiser_configs() -> tuple[UNetConfig, DenoiserTrainConfig]:
     "The course's (U-Net, training) presets, quick or full via `pick`."
@@ -148,15 +153,15 @@ def denoiser_configs() -> tuple[UNetConfig, DenoiserTrainConfig]:
     return unet_config(), tc
 
 def pretrained_denoiser(model_config: UNetConfig | None = None, train_config: DenoiserTrainConfig | None = None,
-                        ema: bool = True, verbose: bool = True, vae: nn.Module | None = None) -> UNet:
+                        ema: bool = True, verbose: bool = True, vae: nn.Module | None = None, runs=None, device=None) -> UNet:
     "The course's latent denoiser: loaded from runs_dir('denoiser') ('denoiser_mnist' for an MNIST run) if trained with these configs on this VAE (default the course VAE of the config's dataset), else trained now."
     from ldm_course.latents import dataset_vae, vae_fingerprint
     mc, tc = denoiser_configs()
     tc = train_config or tc
-    vae = vae if vae is not None else dataset_vae(tc.dataset, verbose=False)
+    vae = vae if vae is not None else dataset_vae(tc.dataset, verbose=False, runs=runs, device=device)
     tc = tc.replace(vae_fingerprint=vae_fingerprint(vae))
-    return load_or_train('denoiser', model_config or mc, UNet, functools.partial(train_denoiser, vae=vae), tc, ema=ema,
-                         verbose=verbose).requires_grad_(False)
+    return load_or_train('denoiser', model_config or mc, UNet, functools.partial(train_denoiser, vae=vae, runs=runs), tc, ema=ema,
+                         verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/10_diffusion.ipynb #98372fa7
 class SampleDuringTraining:

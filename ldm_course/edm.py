@@ -71,11 +71,11 @@ def edm_loss(model: nn.Module, x0: torch.Tensor, tc: EDMTrainConfig, generator: 
     return (edm_weight(sigma, tc.sigma_data) * err).mean(), {'mse_x0': err.mean().detach()}
 
 # %% ../nbs/10_edm.ipynb #ed3a0016
-def train_edm(model: UNet, tc: EDMTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
+def train_edm(model: UNet, tc: EDMTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None, runs=None, device=None) -> Trainer:
     "Train the U-Net with EDM's objective on scaled cached latents (of `vae`, default the course VAE) with the course's Trainer."
-    _, path, scale = latent_data(tc.limit, vae=vae)
+    _, path, scale = latent_data(tc.limit, vae=vae, runs=runs)
     return Trainer(model, lambda m, batch: edm_loss(m, batch[0], tc), latent_loader(path, scale, tc), tc,
-                   run_dir=run_dir, callbacks=callbacks).fit()
+                   run_dir=run_dir, callbacks=callbacks, device=device).fit()
 
 def edm_configs(sigma_data: float) -> tuple[UNetConfig, EDMTrainConfig]:
     "Chapter 10's (U-Net, training) presets with EDM's objective and the measured `sigma_data`."
@@ -84,14 +84,14 @@ def edm_configs(sigma_data: float) -> tuple[UNetConfig, EDMTrainConfig]:
     # make a checkpoint trained at two threads look like another config at one
     return mc, EDMTrainConfig(**{**tc.to_dict(), 'sigma_data': round(float(sigma_data), 6)})
 
-def pretrained_edm(sigma_data: float, vae: nn.Module | None = None, ema: bool = True, verbose: bool = True) -> UNet:
+def pretrained_edm(sigma_data: float, vae: nn.Module | None = None, ema: bool = True, verbose: bool = True, runs=None, device=None) -> UNet:
     "The EDM-trained U-Net: loaded from runs_dir('edm') if trained with these configs on this VAE, else trained now."
     from ldm_course.latents import vae_fingerprint
     from ldm_course.vae_training import pretrained_vae
-    vae = vae if vae is not None else pretrained_vae(verbose=False)
+    vae = vae if vae is not None else pretrained_vae(verbose=False, runs=runs, device=device)
     mc, tc = edm_configs(sigma_data)
-    return load_or_train('edm', mc, UNet, functools.partial(train_edm, vae=vae), tc.replace(vae_fingerprint=vae_fingerprint(vae)),
-                         ema=ema, verbose=verbose).requires_grad_(False)
+    return load_or_train('edm', mc, UNet, functools.partial(train_edm, vae=vae, runs=runs), tc.replace(vae_fingerprint=vae_fingerprint(vae)),
+                         ema=ema, verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/10_edm.ipynb #ed3a0019
 @torch.no_grad()

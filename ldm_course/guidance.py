@@ -99,16 +99,17 @@ def _num_classes(unet: nn.Module, what: str) -> int:
     return n
 
 # %% ../nbs/13_guidance.ipynb #3e743646
-def train_class_denoiser(model: UNet, tc: GuidedTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None) -> Trainer:
+def train_class_denoiser(model: UNet, tc: GuidedTrainConfig, run_dir, callbacks=(), vae: nn.Module | None = None,
+                         runs=None, device=None) -> Trainer:
     "Train a class-conditional U-Net on (latent, label) pairs, labels dropped to the null class with p = `tc.cond_dropout`."
     null = {'class_labels': torch.tensor([_num_classes(model, 'train_class_denoiser')])}
-    _, path, scale = latent_data(tc.limit, vae=vae)
+    _, path, scale = latent_data(tc.limit, vae=vae, runs=runs)
     dl = latent_loader(path, scale, tc)
     sched = tc.scheduler()
     def loss_fn(m, batch):
         z, y = batch
         return diffusion_loss(m, z, tc, sched, **drop_conditions({'class_labels': y.long()}, null, tc.cond_dropout))
-    return Trainer(model, loss_fn, dl, tc, run_dir=run_dir, callbacks=callbacks).fit()
+    return Trainer(model, loss_fn, dl, tc, run_dir=run_dir, callbacks=callbacks, device=device).fit()
 
 def class_denoiser_configs() -> tuple[UNetConfig, GuidedTrainConfig]:
     "The chapter-10 denoiser presets with 10 classes and 10 % condition dropout (quick or full via `pick`)."
@@ -117,16 +118,16 @@ def class_denoiser_configs() -> tuple[UNetConfig, GuidedTrainConfig]:
     return mc.replace(num_classes=10), tc
 
 def pretrained_class_denoiser(model_config: UNetConfig | None = None, train_config: GuidedTrainConfig | None = None,
-                              ema: bool = True, verbose: bool = True, vae: nn.Module | None = None) -> UNet:
+                              ema: bool = True, verbose: bool = True, vae: nn.Module | None = None, runs=None, device=None) -> UNet:
     "The course's class-conditional denoiser: loaded from runs_dir('class_denoiser') if trained with these configs on this VAE (default the course VAE), else trained now."
     import functools
     from ldm_course.latents import vae_fingerprint
     from ldm_course.vae_training import pretrained_vae
     mc, tc = class_denoiser_configs()
-    vae = vae if vae is not None else pretrained_vae(verbose=False)
+    vae = vae if vae is not None else pretrained_vae(verbose=False, runs=runs, device=device)
     tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))
-    return load_or_train('class_denoiser', model_config or mc, UNet, functools.partial(train_class_denoiser, vae=vae), tc,
-                         ema=ema, verbose=verbose).requires_grad_(False)
+    return load_or_train('class_denoiser', model_config or mc, UNet, functools.partial(train_class_denoiser, vae=vae, runs=runs), tc,
+                         ema=ema, verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/13_guidance.ipynb #f68b5be0
 def guidance_sweep(unet: nn.Module, dc: DiffusionConfig, scales, n: int, evaluator, vae: nn.Module, scale_factor: float,

@@ -26,6 +26,7 @@ def vae_fingerprint(vae: nn.Module) -> str:
     s = sum((p.detach().double().cpu() * (i + 1)).sum().item() for i, p in enumerate(vae.parameters()))
     return f"{s:.12e}"
 
+# %% ../nbs/07_latents.ipynb #a9c5cc46
 @torch.no_grad()
 def encode_dataset(vae: nn.Module, dataset: Dataset, path, batch_size: int = 256) -> Path:
     "Encode (image, label) pairs once: write the posterior mean/logvar and labels to a safetensors file, atomically."
@@ -86,18 +87,18 @@ def latents_dataset(dataset: str | None = None, vae: nn.Module | None = None) ->
     idx_source(ds)                                     # a name chapter 01 knows
     return ds
 
-def dataset_vae(dataset: str = 'fashion', verbose: bool = True) -> nn.Module:
+def dataset_vae(dataset: str = 'fashion', verbose: bool = True, runs=None, device=None) -> nn.Module:
     "The course VAE of a built-in dataset: `pretrained_vae()` for Fashion-MNIST; for another, its presets with `dataset` set (runs_dir('vae_mnist'))."
     from ldm_course.vae_training import pretrained_vae, vae_configs
-    if dataset == 'fashion': return pretrained_vae(verbose=verbose)
-    return pretrained_vae(train_config=vae_configs()[1].replace(dataset=dataset), verbose=verbose)
+    if dataset == 'fashion': return pretrained_vae(verbose=verbose, runs=runs, device=device)
+    return pretrained_vae(train_config=vae_configs()[1].replace(dataset=dataset), verbose=verbose, runs=runs, device=device)
 
 def cached_latents(split: str = 'train', vae: nn.Module | None = None, limit: int | None = None, verbose: bool = True,
-                   dataset: str | None = None) -> Path:
-    "Path of the latent cache of a split (of `latents_dataset(dataset, vae)`) in its VAE's folder, runs_dir('vae') or 'vae_mnist', (re-)encoding when missing or stale."
+                   dataset: str | None = None, runs=None) -> Path:
+    "Path of the latent cache of a split (of `latents_dataset(dataset, vae)`) in its VAE's folder, runs_dir('vae', runs) or 'vae_mnist', (re-)encoding when missing or stale."
     ds = latents_dataset(dataset, vae)
-    if vae is None: vae = dataset_vae(ds, verbose)
-    path = runs_dir(idx_run_name('vae', ds))/f"latents_{split}{'' if limit is None else f'_{limit}'}.safetensors"
+    if vae is None: vae = dataset_vae(ds, verbose, runs)
+    path = runs_dir(idx_run_name('vae', ds), runs)/f"latents_{split}{'' if limit is None else f'_{limit}'}.safetensors"
     if path.is_file():
         try:
             _, meta = read_latents(path)
@@ -119,15 +120,15 @@ def latent_stats(path, mean_only: bool = False) -> dict:
     std = float(total_var.sqrt())
     return {'mean': float(mu.mean()), 'std': std, 'scale_factor': 1.0 / std, 'mean_only': mean_only}
 
-def store_scale_factor(stats: dict, ckpt=None, dataset: str = 'fashion') -> dict:
-    "Write the scaling factor (and the stats behind it) into the VAE checkpoint's metadata (default: the course VAE of `dataset`)."
-    ckpt = Path(ckpt) if ckpt is not None else runs_dir(idx_run_name('vae', dataset))/CKPT_NAME
+def store_scale_factor(stats: dict, ckpt=None, dataset: str = 'fashion', runs=None) -> dict:
+    "Write the scaling factor (and the stats behind it) into the VAE checkpoint's metadata (default: the course VAE of `dataset` in `runs`)."
+    ckpt = Path(ckpt) if ckpt is not None else runs_dir(idx_run_name('vae', dataset), runs)/CKPT_NAME
     return set_checkpoint_extra(ckpt, scale_factor=stats['scale_factor'], latent_std=stats['std'],
                                 latent_mean=stats['mean'], scale_mean_only=stats['mean_only'])['extra']
 
-def vae_scale_factor(ckpt=None, dataset: str = 'fashion') -> float:
-    "The scaling factor stored with the VAE checkpoint (default: the course VAE of `dataset`; a clear error when it was never measured)."
-    ckpt = Path(ckpt) if ckpt is not None else runs_dir(idx_run_name('vae', dataset))/CKPT_NAME
+def vae_scale_factor(ckpt=None, dataset: str = 'fashion', runs=None) -> float:
+    "The scaling factor stored with the VAE checkpoint (default: the course VAE of `dataset` in `runs`; a clear error when it was never measured)."
+    ckpt = Path(ckpt) if ckpt is not None else runs_dir(idx_run_name('vae', dataset), runs)/CKPT_NAME
     extra = read_checkpoint(ckpt)[0].get('extra', {})
     if 'scale_factor' not in extra: raise KeyError(f"{ckpt}: no scale_factor stored; expected one from store_scale_factor (chapter 07)")
     return float(extra['scale_factor'])

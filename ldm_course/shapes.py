@@ -201,15 +201,16 @@ def shape_classifier_configs() -> tuple[ShapeClassifierConfig, ShapesTrainConfig
               ShapesTrainConfig(steps=4000, batch_size=256, lr=2e-3, warmup_steps=100, weight_decay=0.01, log_every=50, n_train=50000))
     return mc, tc
 
-def train_shape_classifier(model: ShapeAttributeClassifier, tc: ShapesTrainConfig, run_dir) -> Trainer:
+def train_shape_classifier(model: ShapeAttributeClassifier, tc: ShapesTrainConfig, run_dir, device=None) -> Trainer:
     "Train on ShapesDataset(tc.n_train, 'all', tc.data_seed) with the course's Trainer."
     dl = DataLoader(ShapesDataset(tc.n_train, 'all', tc.data_seed), tc.batch_size, shuffle=True, drop_last=True,
                     generator=torch.Generator().manual_seed(tc.seed))
-    return Trainer(model, shape_classifier_loss, dl, tc, run_dir=run_dir).fit()
+    return Trainer(model, shape_classifier_loss, dl, tc, run_dir=run_dir, device=device).fit()
 
 def pretrained_shape_classifier(model_config: ShapeClassifierConfig | None = None, train_config: ShapesTrainConfig | None = None,
-                                verbose: bool = True) -> ShapeAttributeClassifier:
+                                verbose: bool = True, runs=None, device=None) -> ShapeAttributeClassifier:
     "The attribute judge: loaded from runs_dir('shape_classifier') if trained with these configs, else trained now. Eval mode, no grads."
     mc, tc = shape_classifier_configs()
-    m = load_or_train('shape_classifier', model_config or mc, ShapeAttributeClassifier, train_shape_classifier, train_config or tc, verbose=verbose)
+    m = load_or_train('shape_classifier', model_config or mc, ShapeAttributeClassifier, train_shape_classifier, train_config or tc,
+                      verbose=verbose, runs=runs, device=device)
     return m.requires_grad_(False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from .core import pick, runs_dir, default_device
+from .core import pick, runs_dir
 from .unet import UNetConfig, unet_config
 from .crossattn import TextUNet
 from .training import Trainer, load_or_train
@@ -38,14 +38,14 @@ class CaptionedImages(Dataset):
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return self.images[i], i
 
-def captioned_dataset(name: str, n: int | None = None, split: str = 'train', seed: int = 0, size: int = 32) -> CaptionedImages:
-    "A text-to-image dataset by name: 'shapes' (n generated), 'emoji' (chapter 14) or 'folder:PATH' (an image folder with captions)."
+def captioned_dataset(name: str, n: int | None = None, split: str = 'train', seed: int = 0, size: int = 32, runs=None) -> CaptionedImages:
+    "A text-to-image dataset by name: 'shapes' (n generated), 'emoji' (chapter 14, its renders cached in runs_dir('emoji', runs)) or 'folder:PATH' (an image folder with captions)."
     if name == 'shapes':
         ds = ShapesDataset(n or 6000, split, seed, size)
         return CaptionedImages(ds.images, ds.captions)
     if name == 'emoji':
         from ldm_course.emoji import EmojiDataset
-        ds = EmojiDataset(size=size, split=split)
+        ds = EmojiDataset(size=size, split=split, cache_dir=runs_dir('emoji', runs))
     elif name.startswith('folder:'):
         from ldm_course.data import CaptionedImageFolder
         ds = CaptionedImageFolder(name[7:], size=size, on_error='report')
@@ -90,17 +90,18 @@ def image_vae_loss_fn(tc: ImageVAETrainConfig, perceptual=None):
     return lambda model, batch: image_vae_terms(model, batch[0], tc, perceptual)[:2]
 
 # %% ../nbs/15_text_to_image.ipynb #d2b7c9a4
-def train_image_vae(model: AutoencoderKL, tc: ImageVAETrainConfig, run_dir, callbacks=()) -> Trainer:
+def train_image_vae(model: AutoencoderKL, tc: ImageVAETrainConfig, run_dir, callbacks=(), runs=None, device=None) -> Trainer:
     "Train the VAE on `tc.dataset` with the course's Trainer and the shape-weighted VAE loss."
     size = model.config.image_size
-    ds = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=size)
+    ds = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=size, runs=runs)
     dl = DataLoader(ds, tc.batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(tc.seed))
-    test = DataLoader(captioned_dataset(tc.dataset, tc.test_limit or 256, 'test' if tc.dataset == 'emoji' else 'train', seed=tc.seed + 1, size=size), 64)
+    test = DataLoader(captioned_dataset(tc.dataset, tc.test_limit or 256, 'test' if tc.dataset == 'emoji' else 'train', seed=tc.seed + 1, size=size, runs=runs), 64)
     from ldm_course.vae_training import make_perceptual
-    perc = make_perceptual(tc.perceptual)     # None for 'none'; LPIPS says so if its weights are missing, before any step
-    if perc is not None: perc = perc.to(default_device())
-    return Trainer(model, image_vae_loss_fn(tc, perc), dl, tc, run_dir=run_dir, callbacks=callbacks,
-                   eval_fn=lambda m: evaluate_vae(m, test, max_batches=4)).fit()
+    perc = make_perceptual(tc.perceptual, runs=runs, device=device)   # None for 'none'; LPIPS says so if its weights are missing, before any step
+    tr = Trainer(model, image_vae_loss_fn(tc, perc), dl, tc, run_dir=run_dir, callbacks=callbacks, device=device,
+                 eval_fn=lambda m: evaluate_vae(m, test, max_batches=4))
+    if perc is not None: perc.to(tr.device)          # where the Trainer put the model (under torchrun: this rank's GPU)
+    return tr.fit()
 
 def image_vae_configs(dataset: str = 'shapes') -> tuple[VAEConfig, ImageVAETrainConfig]:
     "(model, training) presets of the RGB VAE, quick or full via `pick`."
@@ -113,11 +114,12 @@ def image_vae_configs(dataset: str = 'shapes') -> tuple[VAEConfig, ImageVAETrain
     return mc, tc
 
 def pretrained_image_vae(dataset: str = 'shapes', model_config: VAEConfig | None = None,
-                         train_config: ImageVAETrainConfig | None = None, verbose: bool = True) -> AutoencoderKL:
-    "The RGB VAE of `dataset`: loaded from runs_dir(dataset_run_name('vae', dataset)) if trained with these configs, else trained now."
+                         train_config: ImageVAETrainConfig | None = None, verbose: bool = True, runs=None, device=None) -> AutoencoderKL:
+    "The RGB VAE of `dataset`: loaded from runs_dir(dataset_run_name('vae', dataset), runs) if trained with these configs, else trained now (on `device`)."
     mc, tc = image_vae_configs(dataset)
     name = dataset_run_name('vae', dataset)
-    return load_or_train(name, model_config or mc, AutoencoderKL, train_image_vae, train_config or tc, verbose=verbose).requires_grad_(False)
+    return load_or_train(name, model_config or mc, AutoencoderKL, functools.partial(train_image_vae, runs=runs), train_config or tc,
+                         verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/15_text_to_image.ipynb #f6a3b4c5
 def accuracy_by_color(images: torch.Tensor, labels: torch.Tensor, classifier=None, attribute: str = 'all') -> dict[str, float]:
@@ -164,16 +166,16 @@ class TextToImageTrainConfig(DenoiserTrainConfig):
         if not 0 <= self.cond_dropout < 1: raise ValueError(f"config key 'cond_dropout': expected a probability in [0, 1), got {self.cond_dropout}")
         if self.latent_norm not in ('global', 'channel'): raise ValueError(f"config key 'latent_norm': {self.latent_norm!r}, expected 'global' or 'channel'")
 
-def text_encoder_for(tc: TextToImageTrainConfig) -> TextEncoder:
-    return TextEncoder(tc.text_encoder or None, max_length=tc.max_length)
+def text_encoder_for(tc: TextToImageTrainConfig, device=None) -> TextEncoder:
+    return TextEncoder(tc.text_encoder or None, max_length=tc.max_length, device=device)
 
 # %% ../nbs/15_text_to_image.ipynb #bbdaece7
 def text_to_image_data(tc: TextToImageTrainConfig, verbose: bool = False, vae: AutoencoderKL | None = None,
-                       encoder: TextEncoder | None = None):
-    "(vae, latents path, latent normalisation (the scale factor, or a ChannelNorm when tc.latent_norm == 'channel'), embedding cache, row of each image's caption, null embedding) for a run.\n\n    `vae` defaults to `pretrained_image_vae(tc.dataset)` (it must be the one saved in runs_dir(f'vae_{dataset}')), `encoder` to `text_encoder_for(tc)`."
-    vae = vae if vae is not None else pretrained_image_vae(tc.dataset, verbose=verbose)
-    data = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=vae.config.image_size)
-    d = runs_dir(dataset_run_name('vae', tc.dataset))
+                       encoder: TextEncoder | None = None, runs=None):
+    "(vae, latents path, latent normalisation (the scale factor, or a ChannelNorm when tc.latent_norm == 'channel'), embedding cache, row of each image's caption, null embedding) for a run.\n\n    `vae` defaults to `pretrained_image_vae(tc.dataset, runs=runs)` (it must be the one saved in runs_dir(f'vae_{dataset}', runs)), `encoder` to `text_encoder_for(tc)`."
+    vae = vae if vae is not None else pretrained_image_vae(tc.dataset, verbose=verbose, runs=runs)
+    data = captioned_dataset(tc.dataset, tc.n_train, 'train', seed=tc.seed, size=vae.config.image_size, runs=runs)
+    d = runs_dir(dataset_run_name('vae', tc.dataset), runs)
     tag = f'_seed{tc.seed}' if tc.dataset == 'shapes' and tc.seed else ''     # the shapes images depend on the seed
     path = captioned_latents(vae, data, d/f'latents_train_{len(data)}{tag}.safetensors', verbose)
     try: scale = vae_scale_factor(d/CKPT_NAME)
@@ -195,12 +197,14 @@ def caption_loss(tc: TextToImageTrainConfig, rows: torch.Tensor, cache, null):
     return loss_fn
 
 def train_text_denoiser(model: TextUNet, tc: TextToImageTrainConfig, run_dir, callbacks=(), vae: AutoencoderKL | None = None,
-                        encoder: TextEncoder | None = None) -> Trainer:
+                        encoder: TextEncoder | None = None, runs=None, device=None) -> Trainer:
     "Train the text U-Net on cached latents and caption embeddings, with caption dropout, using the course's Trainer."
-    _, path, scale, cache, rows, null = text_to_image_data(tc, verbose=True, vae=vae, encoder=encoder)
+    enc = encoder if encoder is not None else text_encoder_for(tc, device)
+    _, path, scale, cache, rows, null = text_to_image_data(tc, verbose=True, vae=vae, encoder=enc, runs=runs)
     if cache.emb.tokens.shape[-1] != model.config.context_dim:
         raise ValueError(f"text encoder hidden size {cache.emb.tokens.shape[-1]} does not match the U-Net's context_dim={model.config.context_dim}")
-    return Trainer(model, caption_loss(tc, rows, cache, null), latent_loader(path, scale, tc), tc, run_dir=run_dir, callbacks=callbacks).fit()
+    return Trainer(model, caption_loss(tc, rows, cache, null), latent_loader(path, scale, tc), tc, run_dir=run_dir, callbacks=callbacks,
+                   device=device).fit()
 
 # %% ../nbs/15_text_to_image.ipynb #5dcf2d23
 def text_to_image_configs(dataset: str = 'shapes') -> tuple[UNetConfig, TextToImageTrainConfig]:
@@ -216,14 +220,15 @@ def text_to_image_configs(dataset: str = 'shapes') -> tuple[UNetConfig, TextToIm
 
 def pretrained_text_denoiser(dataset: str = 'shapes', model_config: UNetConfig | None = None,
                              train_config: TextToImageTrainConfig | None = None, ema: bool = True, verbose: bool = True,
-                             vae: AutoencoderKL | None = None, encoder: TextEncoder | None = None, name: str | None = None) -> TextUNet:
-    "The text-to-image U-Net of `dataset`: loaded from runs_dir(name or dataset_run_name('t2i', dataset)) if trained with these configs on this VAE, else trained now."
+                             vae: AutoencoderKL | None = None, encoder: TextEncoder | None = None, name: str | None = None,
+                             runs=None, device=None) -> TextUNet:
+    "The text-to-image U-Net of `dataset`: loaded from runs_dir(name or dataset_run_name('t2i', dataset), runs) if trained with these configs on this VAE, else trained now (on `device`)."
     mc, tc = text_to_image_configs(dataset)
-    vae = vae if vae is not None else pretrained_image_vae(dataset, verbose=False)
+    vae = vae if vae is not None else pretrained_image_vae(dataset, verbose=False, runs=runs, device=device)
     tc = (train_config or tc).replace(vae_fingerprint=vae_fingerprint(vae))
     name = name or dataset_run_name('t2i', dataset)
-    train = functools.partial(train_text_denoiser, vae=vae, encoder=encoder)
-    return load_or_train(name, model_config or mc, TextUNet, train, tc, ema=ema, verbose=verbose).requires_grad_(False)
+    train = functools.partial(train_text_denoiser, vae=vae, encoder=encoder, runs=runs)
+    return load_or_train(name, model_config or mc, TextUNet, train, tc, ema=ema, verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/15_text_to_image.ipynb #716fe56c
 def prompt_conditions(encoder: TextEncoder, prompts, negative_prompt=None) -> tuple[dict, dict]:

@@ -4,11 +4,11 @@
 
 # %% ../nbs/15_text_to_image_emoji.ipynb #89fdfa6c
 from __future__ import annotations
-import dataclasses
+import dataclasses, functools
 from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from .core import pick, resolve_file
+from .core import pick, resolve_file, runs_dir
 from .data import to_model_range
 from .training import load_or_train, Trainer
 from .classifier import Classifier, ClassifierConfig, classifier_loss, accuracy, random_shift_flip
@@ -71,10 +71,11 @@ class EmojiLabels:
     groups: list[str]
     group_of: torch.Tensor             # (n_subgroups,) long: the group of each subgroup
 
-def emoji_labels(split: str = 'train', size: int = 32, test_path=None) -> EmojiLabels:
+def emoji_labels(split: str = 'train', size: int = 32, test_path=None, runs=None) -> EmojiLabels:
     "Chapter 14's `split` ('train', 'test', 'all') labelled by emoji-test.txt; an emoji without a place is an error."
     table = parse_emoji_test(test_path)
-    ds, every = EmojiDataset(size=size, split=split), EmojiDataset(size=size, split='all')
+    cache = runs_dir('emoji', runs)                 # chapter 14's renders
+    ds, every = EmojiDataset(size=size, split=split, cache_dir=cache), EmojiDataset(size=size, split='all', cache_dir=cache)
     place = {c: emoji_group(c, table) for c in every.chars}
     missing = [c for c, g in place.items() if g is None]
     if missing: raise ValueError(f"{len(missing)} emoji have no group in {emoji_test_path(test_path)} (e.g. {missing[:3]}); expected a newer emoji-test.txt")
@@ -109,13 +110,14 @@ def shift_flip_white(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
 
 def emoji_classifier_loss(model, batch): return classifier_loss(model, (shift_flip_white(batch[0]), batch[1]), augment=False)
 
-def train_emoji_classifier(model: Classifier, tc: EmojiClassifierTrainConfig, run_dir) -> Trainer:
+def train_emoji_classifier(model: Classifier, tc: EmojiClassifierTrainConfig, run_dir, runs=None, device=None) -> Trainer:
     "Train the subgroup classifier on the train split with the course Trainer; the test split's accuracy is its eval."
-    tr, te = emoji_labels('train'), emoji_labels('test')
+    tr, te = emoji_labels('train', runs=runs), emoji_labels('test', runs=runs)
     dl = DataLoader(TensorDataset(tr.images, tr.subgroup), tc.batch_size, shuffle=True, drop_last=True,
                     generator=torch.Generator().manual_seed(tc.seed))
     test_dl = DataLoader(TensorDataset(te.images, te.subgroup), 256)
-    return Trainer(model, emoji_classifier_loss, dl, tc, run_dir=run_dir, eval_fn=lambda m: {'test_acc': accuracy(m, test_dl)}).fit()
+    return Trainer(model, emoji_classifier_loss, dl, tc, run_dir=run_dir, device=device,
+                   eval_fn=lambda m: {'test_acc': accuracy(m, test_dl)}).fit()
 
 def emoji_classifier_configs(num_classes: int) -> tuple[ClassifierConfig, EmojiClassifierTrainConfig]:
     "(model, training) presets of the subgroup judge, quick or full via `pick`."
@@ -125,10 +127,11 @@ def emoji_classifier_configs(num_classes: int) -> tuple[ClassifierConfig, EmojiC
               EmojiClassifierTrainConfig(steps=4000, batch_size=128, lr=2e-3, weight_decay=0.05, warmup_steps=200, ema_decay=0.999, log_every=50))
     return mc, tc
 
-def pretrained_emoji_classifier(verbose: bool = True) -> Classifier:
+def pretrained_emoji_classifier(verbose: bool = True, runs=None, device=None) -> Classifier:
     "The subgroup judge: loaded from runs_dir('emoji_classifier') if trained with these configs, else trained now. Eval mode, no grads."
-    mc, tc = emoji_classifier_configs(len(emoji_labels('test').subgroups))
-    return load_or_train('emoji_classifier', mc, Classifier, train_emoji_classifier, tc, verbose=verbose).requires_grad_(False)
+    mc, tc = emoji_classifier_configs(len(emoji_labels('test', runs=runs).subgroups))
+    return load_or_train('emoji_classifier', mc, Classifier, functools.partial(train_emoji_classifier, runs=runs), tc,
+                         verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/15_text_to_image_emoji.ipynb #06ee54f3
 @torch.no_grad()

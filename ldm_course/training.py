@@ -107,18 +107,21 @@ class TrainConfig(Config):
     # not saved at TrainConfig's default: a Fashion-MNIST fp32/auto run writes the config it always wrote, and older checkpoints match
     optional = ('dataset', 'precision', 'compile', 'channels_last')
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_train_ranges(self)
-        ds = idx_dataset_of(self)
-        if ds is not None and ds not in IDX_DATASETS:
-            raise ValueError(f"{type(self).__name__}.dataset={ds!r}: expected one of {list(IDX_DATASETS)} (the built-in datasets of chapter 01)")
+# %% ../nbs/03_training.ipynb #38c77e65
+@patch
+def __post_init__(self: TrainConfig):
+    super(TrainConfig, self).__post_init__()
+    check_train_ranges(self)
+    ds = idx_dataset_of(self)
+    if ds is not None and ds not in IDX_DATASETS:
+        raise ValueError(f"{type(self).__name__}.dataset={ds!r}: expected one of {list(IDX_DATASETS)} (the built-in datasets of chapter 01)")
 
-    def to_dict(self) -> dict:
-        d, own = super().to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
-        base = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        # left out only where this class's default is TrainConfig's too (a text-to-image config always writes its dataset)
-        return {k: v for k, v in d.items() if k not in self.optional or not v == own[k] == base[k]}
+@patch
+def to_dict(self: TrainConfig) -> dict:
+    d, own = super(TrainConfig, self).to_dict(), {f.name: f.default for f in dataclasses.fields(self)}
+    base = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    # left out only where this class's default is TrainConfig's too (a text-to-image config always writes its dataset)
+    return {k: v for k, v in d.items() if k not in self.optional or not v == own[k] == base[k]}
 
 # %% ../nbs/03_training.ipynb #57dff020
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
@@ -583,17 +586,18 @@ def _move_aside(d: Path) -> Path:
 
 # %% ../nbs/03_training.ipynb #33df53d8
 def load_or_train(name: str, model_config: Config, build_model: Callable, train_fn: Callable,
-                  train_config: TrainConfig, ema: bool = True, verbose: bool = True) -> nn.Module:
-    "Load runs_dir(name)'s checkpoint (runs_dir(f'{name}_mnist') for an MNIST run) if it matches both configs and is finished, else (re)train now. Returns the model in eval mode."
+                  train_config: TrainConfig, ema: bool = True, verbose: bool = True, runs=None, device=None) -> nn.Module:
+    "Load runs_dir(name, runs)'s checkpoint (f'{name}_mnist' for an MNIST run) if it matches both configs and is finished, else (re)train now on `device` (None: the Trainer's choice). Returns the model in eval mode on `device` (default: `default_device()`)."
     ds = idx_dataset_of(train_config)
-    d = runs_dir(name if ds is None else idx_run_name(name, ds)); ck = d/CKPT_NAME
+    out = torch.device(device) if device is not None else default_device()
+    d = runs_dir(name if ds is None else idx_run_name(name, ds), runs); ck = d/CKPT_NAME
     status = checkpoint_status(ck, model_config, train_config)     # cosmetic settings (TrainConfig.cosmetic) do not count
     model = _build_seeded(build_model, model_config, train_config.seed)
     model.trained_on = ds                                          # whose images it learnt (chapter 07 asks)
     if status == 'ok':
         load_weights(model, ck, model_config, ema=ema)
         if verbose: print(f"loaded {name} from {ck}")
-        return model.to(default_device()).eval()
+        return model.to(out).eval()
     if status.startswith('mismatch'):
         stale = _move_aside(d)
         if verbose: print(f"{name}: existing checkpoint not usable ({status[10:][:300]}); kept as {stale.name}, retraining")
@@ -601,8 +605,8 @@ def load_or_train(name: str, model_config: Config, build_model: Callable, train_
         if status == 'missing': (d/METRICS_NAME).unlink(missing_ok=True)   # rows of a run killed before its first checkpoint
         if verbose: print(f"{name}: {'resuming' if status == 'unfinished' else 'no checkpoint, training'} in {d}")
     t0 = time.time()
-    with training_on(ds): train_fn(model, train_config, d)
+    with training_on(ds): train_fn(model, train_config, d, device=device)   # None: under torchrun, each rank's own GPU
     if verbose: print(f"{name}: trained in {time.time() - t0:.1f}s")
     meta = load_weights(model, ck, model_config, ema=ema)      # the same weights a later load would give
     if not meta.get('finished'): raise RuntimeError(f"{name}: train_fn returned but {ck} is not a finished checkpoint")
-    return model.to(default_device()).eval()
+    return model.to(out).eval()

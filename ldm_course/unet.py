@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from fastcore.basics import patch
-from .core import Config, pick
+from .core import Config, pick, patch
 
 # %% auto #0
 __all__ = ['TIME_EMBEDDINGS', 'POSITION_CODES', 'UNET_QUICK', 'UNET_FULL', 'timestep_embedding', 'TimestepEmbedding',

@@ -4,12 +4,12 @@
 
 # %% ../nbs/06_vae_training.ipynb #d07ea08c
 from __future__ import annotations
-import dataclasses
+import dataclasses, functools
 from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .core import pick, default_device
+from .core import pick
 from .data import image_dataloaders
 from .training import TrainConfig, Trainer, load_or_train
 from .metrics import fid_from_features
@@ -67,14 +67,14 @@ class LPIPSDistance(nn.Module):
         rgb = lambda t: t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
         return self.lpips(rgb(x), rgb(y)).flatten()
 
-def make_perceptual(name: str, classifier: nn.Module | None = None) -> nn.Module | None:
-    "The perceptual distance named in the config (None for 'none')."
+def make_perceptual(name: str, classifier: nn.Module | None = None, runs=None, device=None) -> nn.Module | None:
+    "The perceptual distance named in the config (None for 'none'); 'classifier' uses `classifier`, default chapter 04's (in `runs`)."
     name = resolve_perceptual(name)
     if name == 'none': return None
     if name == 'lpips': return LPIPSDistance()
     if classifier is None:
         from ldm_course.classifier_training import pretrained_classifier
-        classifier = pretrained_classifier()
+        classifier = pretrained_classifier(runs=runs, device=device)
     return FeatureDistance(classifier)
 
 # %% ../nbs/06_vae_training.ipynb #24c54f97
@@ -169,21 +169,23 @@ def vae_configs() -> tuple[VAEConfig, VAETrainConfig]:
                              eval_every=2000, ema_decay=0.999, gamma=0.1, perceptual=resolve_perceptual('auto')))
     return mc, tc
 
-def train_vae(model: AutoencoderKL, tc: VAETrainConfig, run_dir, callbacks=()) -> Trainer:
+def train_vae(model: AutoencoderKL, tc: VAETrainConfig, run_dir, callbacks=(), runs=None, device=None) -> Trainer:
     "Train `model` on Fashion-MNIST with the course's Trainer (checkpoint + metrics in run_dir)."
     train_dl, test_dl = image_dataloaders(tc.dataset, tc.batch_size, limit=tc.limit, test_limit=tc.test_limit, seed=tc.seed)
-    perc = make_perceptual(tc.perceptual)
-    if perc is not None: perc = perc.to(default_device())
+    perc = make_perceptual(tc.perceptual, runs=runs, device=device)
     print(f"VAE training: perceptual={tc.perceptual} ({type(perc).__name__ if perc is not None else 'off'}), "
           f"{tc.steps} steps of {tc.batch_size}")
-    return Trainer(model, vae_loss_fn(tc, perc), train_dl, tc, run_dir=run_dir, callbacks=callbacks,
-                   eval_fn=lambda m: evaluate_vae(m, test_dl, max_batches=8)).fit()
+    tr = Trainer(model, vae_loss_fn(tc, perc), train_dl, tc, run_dir=run_dir, callbacks=callbacks, device=device,
+                 eval_fn=lambda m: evaluate_vae(m, test_dl, max_batches=8))
+    if perc is not None: perc.to(tr.device)          # where the Trainer put the model (under torchrun: this rank's GPU)
+    return tr.fit()
 
 def pretrained_vae(model_config: VAEConfig | None = None, train_config: VAETrainConfig | None = None,
-                   verbose: bool = True) -> AutoencoderKL:
+                   verbose: bool = True, runs=None, device=None) -> AutoencoderKL:
     "The course VAE: loaded from runs_dir('vae') if trained with these configs, else trained now. Eval mode, no grads."
     mc, tc = vae_configs()
-    return load_or_train('vae', model_config or mc, AutoencoderKL, train_vae, train_config or tc, verbose=verbose).requires_grad_(False)
+    return load_or_train('vae', model_config or mc, AutoencoderKL, functools.partial(train_vae, runs=runs), train_config or tc,
+                         verbose=verbose, runs=runs, device=device).requires_grad_(False)
 
 # %% ../nbs/06_vae_training.ipynb #58cff6de
 class PatchDiscriminator(nn.Module):

@@ -94,3 +94,26 @@ def test_model_import_check_can_fail():
     assert _forbidden_imports("import torch\nfrom .core import Config\nfrom .training import Trainer\nimport numpy as np\n", {'core'}) == \
         ['from .training import ...', 'numpy']
     assert _forbidden_imports("from __future__ import annotations\nimport dataclasses, math\nfrom torch import nn\nfrom .unet import UNet\n", {'core', 'unet'}) == []
+
+def _environment_writes(source: str) -> list[str]:
+    "Lines of `source` that change the process environment: os.environ[...] = / del / .pop/.update/.setdefault/.clear, os.putenv/unsetenv."
+    bad = []
+    def is_environ(n): return isinstance(n, ast.Attribute) and n.attr == 'environ' and isinstance(n.value, ast.Name) and n.value.id == 'os'
+    for node in ast.walk(ast.parse(source)):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target] if isinstance(node, ast.AugAssign) else []
+        if any(isinstance(t, ast.Subscript) and is_environ(t.value) for t in targets): bad.append(node.lineno)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            f = node.func
+            if is_environ(f.value) and f.attr in ('pop', 'update', 'setdefault', 'clear', 'popitem', '__setitem__', '__delitem__'): bad.append(node.lineno)
+            if isinstance(f.value, ast.Name) and f.value.id == 'os' and f.attr in ('putenv', 'unsetenv'): bad.append(node.lineno)
+    return sorted(bad)
+
+@pytest.mark.parametrize('path', sorted((ROOT/'ldm_course').glob('*.py')), ids=lambda p: p.name)
+def test_package_never_rewrites_the_environment(path):
+    "Runs roots, devices and sizes are passed in (runs=, device=, sized(...)): the environment only supplies defaults."
+    bad = _environment_writes(path.read_text(encoding='utf-8'))
+    assert not bad, f"{path.name} changes os.environ at line(s) {bad}; expected the value passed as an argument instead"
+
+def test_environment_check_can_fail():
+    src = "import os\nos.environ['A'] = '1'\nos.environ.pop('B', None)\ndel os.environ['C']\nos.putenv('D', '')\nx = os.environ.get('E')\n"
+    assert _environment_writes(src) == [2, 3, 4, 5]
