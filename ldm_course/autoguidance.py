@@ -17,15 +17,25 @@ __all__ = ['GUIDES', 'AutoGuidance', 'weak_class_denoiser_configs', 'pretrained_
 
 # %% ../nbs/13_guidance_auto.ipynb #a9000006
 class AutoGuidance:
-    "Autoguidance (Karras et al. 2024) as a denoiser wrapper: D_w(x, σ) = D_weak(x, σ) + w·(D_main(x, σ) − D_weak(x, σ))."
-    def __init__(self, main, weak, scale: float):
+    "Autoguidance (Karras et al. 2024) as a denoiser wrapper: D_w(x, σ) = D_weak(x, σ) + w·(D_main(x, σ) − D_weak(x, σ)); with `interval=(lo, hi)` only for lo < σ ≤ hi."
+    def __init__(self, main, weak, scale: float, interval: tuple[float, float] | None = None):
         self.main, self.weak, self.scale = main, weak, _check_scale(scale, 'autoguidance scale w')
+        if interval is not None and not (len(interval) == 2 and 0 <= interval[0] < interval[1]):
+            raise ValueError(f"AutoGuidance: interval={interval!r}: expected (lo, hi) with 0 <= lo < hi, the noise levels σ to guide at")
+        self.interval = None if interval is None else (float(interval[0]), float(interval[1]))
 
-    def __repr__(self): return f"AutoGuidance(w={self.scale:g})"
+    def __repr__(self): return f"AutoGuidance(w={self.scale:g}{'' if self.interval is None else f', interval={self.interval}'})"
+
+    def guides_at(self, sigma) -> bool:
+        "Whether the weak model is asked at noise level `sigma` (one per sampler step: a number or a tensor of equal values)."
+        if self.scale == 1: return False
+        if self.interval is None: return True
+        s = float(torch.as_tensor(sigma).flatten()[0])
+        return self.interval[0] < s <= self.interval[1]
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         d1 = self.main(x, sigma)
-        if self.scale == 1: return d1
+        if not self.guides_at(sigma): return d1
         d0 = self.weak(x, sigma)
         if d0.shape != d1.shape: raise ValueError(f"AutoGuidance: weak output {tuple(d0.shape)} and main output {tuple(d1.shape)} differ: expected models of the same family")
         return d0 + self.scale * (d1 - d0)
