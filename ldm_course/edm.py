@@ -14,7 +14,7 @@ from .samplers import get_sampler, karras_sigmas
 
 # %% auto #0
 __all__ = ['edm_scalings', 'EDMDenoiser', 'EDMTrainConfig', 'training_sigmas', 'edm_weight', 'edm_loss', 'train_edm',
-           'edm_configs', 'pretrained_edm', 'edm_generate']
+           'edm_configs', 'pretrained_edm', 'edm_generate', 'autoencoder_ceiling']
 
 # %% ../nbs/10_edm.ipynb #ed3a0006
 def edm_scalings(sigma, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,3 +112,10 @@ def edm_generate(unet: nn.Module, sigma_data: float, n: int, sampler: str = 'heu
         z = sample_fn(d if wrap is None else wrap(d, c), x.to(dev), sigmas, generator=generator)
         outs.append(vae.decode(z / scale).clamp(-1, 1) if vae is not None else z)
     return torch.cat(outs).cpu()
+
+# %% ../nbs/10_edm.ipynb #cae0fa78
+@torch.no_grad()
+def autoencoder_ceiling(vae: nn.Module, evaluator, n: int, subsets: int = 3) -> list[float]:
+    "FIDs of the VAE's round trips decode(encode(x).mode()) of the evaluator's floor subsets (its `reals_floor(n, fn=...)`): the floor of any model of these latents."
+    dev = next(vae.parameters()).device
+    return evaluator.reals_floor(n, subsets, fn=lambda x: vae.decode(vae.encode(x.to(dev)).mode()).clamp(-1, 1).cpu())

@@ -141,10 +141,15 @@ def disjoint_subsets(pool_size: int, n: int, k: int, generator: torch.Generator 
 
 # %% ../nbs/05_metrics.ipynb #f1d0a005
 @patch
-def reals_floor(self: Evaluator, n: int, subsets: int = 3, seed: int = 0) -> list[float]:
-    "FIDs of `subsets` disjoint sets of n real pool images against the fixed reference: the floor at this n, with its spread."
+def reals_floor(self: Evaluator, n: int, subsets: int = 3, seed: int = 0, fn=None) -> list[float]:
+    "FIDs of `subsets` disjoint sets of n real pool images against the fixed reference: the floor at this n, with its spread. `fn(images)`: measured after it (e.g. an autoencoder's round trip)."
     idx = disjoint_subsets(len(self.real_pool), n, subsets, torch.Generator().manual_seed(seed))
-    return [self.fid(self.real_pool[i]) for i in idx]
+    if fn is None: return [self.fid(self.real_pool[i]) for i in idx]
+    outs = [fn(self.real_pool[i]) for i in idx]
+    for o in outs:
+        if not isinstance(o, torch.Tensor) or tuple(o.shape) != (n, *self.image_shape):
+            raise ValueError(f"reals_floor: fn returned {tuple(getattr(o, 'shape', ()))}: expected the {n} images it was given, shape {(n, *self.image_shape)}")
+    return [self.fid(o) for o in outs]
 
 # %% ../nbs/05_metrics.ipynb #20f0cb0d
 @dataclasses.dataclass

@@ -163,7 +163,7 @@ def vae_configs() -> tuple[VAEConfig, VAETrainConfig]:
     "The course's (model, training) presets for Fashion-MNIST, quick or full via `pick`."
     mc = pick(VAEConfig(channels=(16, 32, 32), blocks_per_level=1, mid_attention=True, norm_groups=8),
               VAEConfig(channels=(64, 128, 256), blocks_per_level=2, mid_attention=True, norm_groups=32))
-    tc = pick(VAETrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=20, log_every=10, limit=8000,
+    tc = pick(VAETrainConfig(steps=600, batch_size=32, lr=3e-3, warmup_steps=20, log_every=10, limit=8000,
                              test_limit=1000, gamma=0.1, perceptual=resolve_perceptual('auto'), progress=False),
               VAETrainConfig(steps=12000, batch_size=128, lr=5e-4, weight_decay=0.01, warmup_steps=500, log_every=50,
                              eval_every=2000, ema_decay=0.999, gamma=0.1, perceptual=resolve_perceptual('auto')))
